@@ -1,0 +1,54 @@
+"""The controller interface: city-wide, vectorized, seeded, explainable, and SUMO-free.
+
+`decide(obs)` returns one request per intersection: the index of a green in that intersection's
+`greens`, or `HOLD` (keep what runs). Requests go to the safety guard, never to the signals. A
+controller may instead name a SUMO program type (`sumo_program`, e.g. "actuated") that SUMO runs as a
+reference; the guard then monitors what SUMO shows.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from citysignal.control.guard import HOLD
+from citysignal.network.layout import Layout
+from citysignal.twin.observation import Observation, ProgramPosition
+
+
+class Controller(ABC):
+    name: ClassVar[str]
+    requires: ClassVar[frozenset[str]] = frozenset({"halting"})
+    sumo_program: ClassVar[str | None] = None
+
+    def __init__(self) -> None:
+        self.layout: Layout | None = None
+        self.rng = np.random.default_rng(0)
+
+    def reset(self, layout: Layout, position: ProgramPosition, seed: int = 0) -> None:
+        """Start an episode on `layout`, whose programs stand at `position`."""
+        self.layout = layout
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def lay(self) -> Layout:
+        if self.layout is None:
+            raise RuntimeError(f"{self.name}: reset() must be called before decide()")
+        return self.layout
+
+    @abstractmethod
+    def decide(self, obs: Observation) -> NDArray[np.int64]:
+        """One request per intersection: a green index or HOLD."""
+
+    @abstractmethod
+    def explain(self, k: int) -> str:
+        """Why intersection `k` got its last request, in words an operator can act on.
+
+        Built on demand from the last decision's arrays, so deciding stays free of per-intersection
+        string work."""
+
+    def hold_all(self) -> NDArray[np.int64]:
+        return np.full(self.lay.n_intersections, HOLD, dtype=np.int64)

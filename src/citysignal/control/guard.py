@@ -1,0 +1,214 @@
+"""The safety guard: the single writer of signal states.
+
+Controllers *request* a green per intersection (or `HOLD`); the guard turns requests into legal
+sequences and is the only source of the states the twin shows:
+
+- min green: a green is left only after its minimum (the net's minDur, capped by what the program
+  itself shows); an early request is deferred and carried out as soon as it is allowed;
+- transitions: every change runs the model's transition (the program's own yellow/all-red where the
+  program goes that way, else a synthesized yellow then all-red), never a direct green-to-red;
+- conflicts: every state written is checked against the hard-conflict relation;
+- max red: a vehicle signal with waiting vehicles that has been red longer than `max_red` seconds
+  preempts the controller: the guard switches (after min green) to the green serving most such
+  signals. Pedestrian signals have no detectors here, so they are served by the controllers' cycles.
+
+It counts requests refused (not a green of that intersection) and deferred (min green or a running
+transition), max-red preemptions, and violations: any written or observed state that shows
+hard-conflicting greens or drops a green without yellow. By construction it never writes one; in
+monitor mode (SUMO runs its own program, e.g. `actuated`) it checks what SUMO shows instead.
+
+Assumes a fixed 1 s control step; durations shorter than a step last one step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from numpy.typing import NDArray
+
+from citysignal.network import signals
+from citysignal.network.layout import Layout
+from citysignal.twin.observation import ProgramPosition
+
+HOLD = -1
+DEFAULT_MAX_RED_S = 120.0
+
+
+@dataclass
+class GuardStats:
+    refused: int = 0
+    deferred: int = 0
+    max_red_preemptions: int = 0
+    violations: int = 0
+    violation_log: list[str] = field(default_factory=list)
+
+
+class SafetyGuard:
+    def __init__(self, layout: Layout, max_red: float = DEFAULT_MAX_RED_S) -> None:
+        self.layout = layout
+        self.max_red = max_red
+        self.stats = GuardStats()
+        n = layout.n_intersections
+        self.green = np.full(n, HOLD, dtype=np.int64)
+        self.target = np.full(n, HOLD, dtype=np.int64)
+        self.since = np.zeros(n)
+        self.step_until = np.full(n, np.inf)
+        self.pending = np.full(n, HOLD, dtype=np.int64)
+        self.shown: list[str] = [i.program[0].state for i in layout.intersections]
+        self._steps: list[list[tuple[str, float]]] = [[] for _ in range(n)]
+        self._min_green = [i.min_green for i in layout.intersections]
+        self._n_greens = np.array([len(i.greens) for i in layout.intersections], dtype=np.int64)
+        total = layout.n_signals_total
+        self._signal_int = np.repeat(
+            np.arange(n), [i.n_signals for i in layout.intersections]
+        ).astype(np.int64)
+        self._mov_signal = layout.signal_start[layout.mov_int] + layout.mov_signal
+        servable = np.zeros(total, dtype=bool)
+        for k, inter in enumerate(layout.intersections):
+            servable[layout.signal_start[k] : layout.signal_start[k] + inter.n_signals] = (
+                inter.green_signals.any(axis=0)
+            )
+        self._servable = servable
+        self._shown_green = np.zeros(total, dtype=bool)
+        self.red_since = np.zeros(total)
+        self._checked: dict[tuple[int, str, str], list[str]] = {}
+
+    # state --------------------------------------------------------------------------------
+    def time_in_phase(self, now: float) -> NDArray[np.float64]:
+        return np.asarray(now - self.since, dtype=np.float64)
+
+    def start(self, now: float, position: ProgramPosition) -> dict[int, str]:
+        """Take over from each intersection's running program without a jump; returns the writes."""
+        writes: dict[int, str] = {}
+        for k, inter in enumerate(self.layout.intersections):
+            p, elapsed = int(position.phase[k]), float(position.elapsed[k])
+            g = inter.program_green_index[p]
+            self.since[k] = now - elapsed
+            if g >= 0:
+                self.green[k] = g
+            else:
+                steps = [(inter.program[p].state, inter.program[p].duration - elapsed)]
+                q = (p + 1) % len(inter.program)
+                while inter.program_green_index[q] < 0 and q != p:
+                    steps.append((inter.program[q].state, inter.program[q].duration))
+                    q = (q + 1) % len(inter.program)
+                self.target[k] = inter.program_green_index[q]
+                self._steps[k] = steps[1:]
+                self.step_until[k] = now + max(1.0, steps[0][1])
+            writes[k] = inter.program[p].state
+            self._show(k, writes[k], check=False)
+        self.red_since[:] = now
+        return writes
+
+    # one control step ---------------------------------------------------------------------
+    def apply(self, now: float, requests: NDArray[np.int64], halting: NDArray[np.float64]) -> dict[int, str]:
+        """Turn this step's requests into the states to write now (only those that change)."""
+        writes: dict[int, str] = {}
+        for k in np.flatnonzero(self.step_until <= now):
+            self._advance(int(k), now, writes)
+
+        requests = np.where(requests == HOLD, self.pending, requests)
+        requests = self._preempt_starved(now, requests, halting)
+
+        in_green = self.green >= 0
+        bad = (requests != HOLD) & ((requests < 0) | (requests >= self._n_greens))
+        self.stats.refused += int(bad.sum())
+        requests = np.where(bad, HOLD, requests)
+        self.pending = np.where(requests == self.green, HOLD, self.pending)
+        change = in_green & (requests != HOLD) & (requests != self.green)
+        busy = ~in_green & (requests != HOLD) & (requests != self.target)
+        for k in np.flatnonzero(change | busy):
+            want = int(requests[k])
+            if busy[k] or now - self.since[k] < self._min_green[k][self.green[k]]:
+                if self.pending[k] != want:
+                    self.stats.deferred += 1
+                    self.pending[k] = want
+                continue
+            self.pending[k] = HOLD
+            self._begin_transition(int(k), want, now, writes)
+        return writes
+
+    def _preempt_starved(
+        self, now: float, requests: NDArray[np.int64], halting: NDArray[np.float64]
+    ) -> NDArray[np.int64]:
+        lay = self.layout
+        self.red_since[self._shown_green] = now
+        waiting = np.bincount(self._mov_signal, weights=halting[lay.mov_in], minlength=lay.n_signals_total) > 0
+        starved = waiting & self._servable & (now - self.red_since > self.max_red)
+        if not starved.any():
+            return requests
+        requests = requests.copy()
+        for k in np.unique(self._signal_int[starved]):
+            g = self.green[k]
+            if g < 0 or now - self.since[k] < self._min_green[k][g]:
+                continue
+            start = lay.signal_start[k]
+            inter = lay.intersections[k]
+            local = starved[start : start + inter.n_signals]
+            best = int(np.argmax(inter.green_signals[:, local].sum(axis=1)))
+            if best != requests[k]:
+                self.stats.max_red_preemptions += 1
+                requests[k] = best
+        return requests
+
+    def _begin_transition(self, k: int, want: int, now: float, writes: dict[int, str]) -> None:
+        steps = list(self.layout.intersections[k].transition(int(self.green[k]), want))
+        self.green[k] = HOLD
+        self.target[k] = want
+        self.since[k] = now
+        self._steps[k] = steps
+        self._advance(k, now, writes)
+
+    def _advance(self, k: int, now: float, writes: dict[int, str]) -> None:
+        if self._steps[k]:
+            state, duration = self._steps[k].pop(0)
+            self.step_until[k] = now + max(1.0, duration)
+        else:
+            self.green[k] = self.target[k]
+            self.target[k] = HOLD
+            self.since[k] = now
+            self.step_until[k] = np.inf
+            state = self.layout.intersections[k].greens[self.green[k]]
+        writes[k] = state
+        self._show(k, state)
+
+    # checking -----------------------------------------------------------------------------
+    def _show(self, k: int, state: str, check: bool = True) -> None:
+        if check:
+            problems = self._problems(k, self.shown[k], state)
+            if problems:
+                self.stats.violations += 1
+                if len(self.stats.violation_log) < 100:
+                    self.stats.violation_log.append(f"{self.layout.ids[k]}: {'; '.join(problems)}")
+        self.shown[k] = state
+        start = self.layout.signal_start[k]
+        self._shown_green[start : start + len(state)] = signals.green_mask(state)
+
+    def _problems(self, k: int, before: str, after: str) -> list[str]:
+        key = (k, before, after)
+        if key not in self._checked:
+            inter = self.layout.intersections[k]
+            problems = []
+            if len(after) != inter.n_signals:
+                problems.append(f"state {after!r} has {len(after)} signals, expected {inter.n_signals}")
+            else:
+                pairs = signals.conflicting_pairs(after, inter.hard_conflict)
+                if pairs:
+                    problems.append(f"conflicting greens {pairs[:3]} in {after!r}")
+                dropped = signals.lost_green_without_yellow(before, after)
+                if dropped:
+                    problems.append(f"green to red without yellow on signals {dropped[:5]} ({before!r} -> {after!r})")
+            self._checked[key] = problems
+        return self._checked[key]
+
+    def monitor(self, now: float, states: list[str]) -> None:
+        """Check the states SUMO shows when it runs a program itself; track phase and time."""
+        for k, state in enumerate(states):
+            if state == self.shown[k]:
+                continue
+            self._show(k, state)
+            greens = self.layout.intersections[k].greens
+            self.green[k] = greens.index(state) if state in greens else HOLD
+            self.since[k] = now
+        self.red_since[self._shown_green] = now

@@ -1,0 +1,29 @@
+"""Controllers by name, for the CLI, the benchmark and the service."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from citysignal.control.adaptive import Actuated, MaxPressure, Sotl
+from citysignal.control.base import Controller
+from citysignal.control.cycle import FixedTime, Webster
+from citysignal.errors import UserError
+
+FACTORIES: dict[str, Callable[[], Controller]] = {
+    "fixed": FixedTime,
+    "actuated": Actuated,
+    "webster": Webster,
+    "maxpressure": MaxPressure,
+    "sotl": Sotl,
+}
+
+
+def controller_names() -> list[str]:
+    return list(FACTORIES)
+
+
+def make_controller(name: str) -> Controller:
+    try:
+        return FACTORIES[name]()
+    except KeyError:
+        raise UserError(f"unknown controller '{name}' (choose from: {', '.join(FACTORIES)})") from None

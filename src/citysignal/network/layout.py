@@ -1,0 +1,114 @@
+"""Flat array indexing of a network for city-wide vectorized control.
+
+Every controllable intersection, lane, vehicle movement and green (phase) gets a global index, so a
+controller's decision for thousands of intersections is a handful of NumPy operations:
+movement -> (intersection, incoming lane, outgoing lane, signal), green -> intersection, and a
+sparse (green, movement) incidence for "which movements does this green serve".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+from numpy.typing import NDArray
+
+from citysignal.network.model import Intersection, Network
+
+IntArray = NDArray[np.int64]
+FloatArray = NDArray[np.float64]
+
+
+@dataclass(frozen=True, eq=False)
+class Layout:
+    intersections: tuple[Intersection, ...]
+    lanes: tuple[str, ...]
+    lane_length: FloatArray
+    lane_speed: FloatArray
+    mov_int: IntArray
+    mov_in: IntArray
+    mov_out: IntArray
+    mov_signal: IntArray
+    green_int: IntArray
+    green_start: IntArray  # first global green of each intersection
+    serve_green: IntArray  # (green, movement) pairs: green serves movement
+    serve_mov: IntArray
+    signal_start: IntArray  # first global signal of each intersection
+    n_signals_total: int
+
+    @classmethod
+    def from_network(cls, network: Network) -> Layout:
+        inters = network.controllable
+        lanes: dict[str, int] = {}
+        mov_int, mov_in, mov_out, mov_signal = [], [], [], []
+        green_int, green_start, signal_start = [], [], []
+        serve_green, serve_mov = [], []
+        n_green = n_signal = 0
+        for k, inter in enumerate(inters):
+            green_start.append(n_green)
+            signal_start.append(n_signal)
+            first_mov = len(mov_int)
+            for m in inter.vehicle_movements:
+                mov_int.append(k)
+                mov_in.append(lanes.setdefault(m.from_lane, len(lanes)))
+                mov_out.append(lanes.setdefault(m.to_lane, len(lanes)))
+                mov_signal.append(m.signal)
+            serves = inter.green_signals
+            for g in range(len(inter.greens)):
+                for j, m in enumerate(inter.vehicle_movements):
+                    if serves[g, m.signal]:
+                        serve_green.append(n_green + g)
+                        serve_mov.append(first_mov + j)
+                green_int.append(k)
+            n_green += len(inter.greens)
+            n_signal += inter.n_signals
+        lane_objs = [network.lanes[name] for name in lanes]
+        return cls(
+            intersections=inters,
+            lanes=tuple(lanes),
+            lane_length=np.array([ln.length for ln in lane_objs], dtype=float),
+            lane_speed=np.array([ln.speed for ln in lane_objs], dtype=float),
+            mov_int=np.array(mov_int, dtype=np.int64),
+            mov_in=np.array(mov_in, dtype=np.int64),
+            mov_out=np.array(mov_out, dtype=np.int64),
+            mov_signal=np.array(mov_signal, dtype=np.int64),
+            green_int=np.array(green_int, dtype=np.int64),
+            green_start=np.array(green_start, dtype=np.int64),
+            serve_green=np.array(serve_green, dtype=np.int64),
+            serve_mov=np.array(serve_mov, dtype=np.int64),
+            signal_start=np.array(signal_start, dtype=np.int64),
+            n_signals_total=n_signal,
+        )
+
+    @property
+    def n_intersections(self) -> int:
+        return len(self.intersections)
+
+    @property
+    def n_greens(self) -> int:
+        return len(self.green_int)
+
+    @cached_property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(i.id for i in self.intersections)
+
+    @cached_property
+    def incoming_lanes(self) -> IntArray:
+        return np.unique(self.mov_in)
+
+    def per_green(self, per_movement: FloatArray) -> FloatArray:
+        """Sum a per-movement quantity over the movements each green serves."""
+        return np.bincount(
+            self.serve_green, weights=per_movement[self.serve_mov], minlength=self.n_greens
+        )
+
+    def per_intersection(self, per_movement: FloatArray) -> FloatArray:
+        return np.bincount(self.mov_int, weights=per_movement, minlength=self.n_intersections)
+
+    def argmax_green(self, score: FloatArray) -> IntArray:
+        """Per intersection, the local index of its highest-scoring green (first on ties)."""
+        order = np.lexsort((-np.arange(self.n_greens), score, self.green_int))
+        last = np.r_[self.green_start[1:], self.n_greens] - 1
+        best_global = order[last]
+        return best_global - self.green_start

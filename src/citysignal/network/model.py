@@ -1,0 +1,230 @@
+"""Typed model of a signalized road network, derived from a SUMO net (see `parse.py`).
+
+An `Intersection` is one SUMO traffic-light system (TLS), which may control several joined junctions.
+Its *actions* are the distinct green states of its active program (`greens`); everything between two
+greens is a *transition* (yellow, all-red), taken from the program where the program goes from one
+green to the other, synthesized (yellow, then all-red if the program uses one) where it does not.
+
+Assumptions and limits:
+- the active program is the last `tlLogic` loaded for a TLS (net first, then additional files), as
+  SUMO does without WAUTs; programs switched by WAUTs are not modelled;
+- a phase is a green (an action) when it shows some green and no yellow; a program made only of
+  transitional states has no action and its intersection is left to its program.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from citysignal.network import signals
+
+DEFAULT_MIN_GREEN_S = 5.0
+DEFAULT_MAX_GREEN_S = 60.0
+
+
+@dataclass(frozen=True)
+class Movement:
+    """One controlled connection: an incoming lane to an outgoing lane through signal `signal`."""
+
+    signal: int
+    from_lane: str
+    to_lane: str
+    direction: str
+    pedestrian: bool
+
+
+@dataclass(frozen=True)
+class ProgramPhase:
+    state: str
+    duration: float
+    min_dur: float | None = None
+    max_dur: float | None = None
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Lane:
+    id: str
+    edge: str
+    length: float
+    speed: float
+    shape: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class GreenRun:
+    """One green of the program's cycle: consecutive program phases showing the same green."""
+
+    green: int
+    duration: float
+    min_dur: float | None
+    max_dur: float | None
+    phases: tuple[int, ...]
+
+
+@dataclass(frozen=True, eq=False)
+class Intersection:
+    """One traffic-light system with its actions, transitions, conflicts and neighbours."""
+
+    id: str
+    junctions: tuple[str, ...]
+    program_id: str
+    program_type: str
+    offset: float
+    program: tuple[ProgramPhase, ...]
+    movements: tuple[Movement, ...]
+    hard_conflict: NDArray[np.bool_]
+    upstream: tuple[str, ...] = ()
+    downstream: tuple[str, ...] = ()
+    default_min_green: float = DEFAULT_MIN_GREEN_S
+    default_max_green: float = DEFAULT_MAX_GREEN_S
+    _transitions: dict[tuple[int, int], tuple[tuple[str, float], ...]] = field(
+        default_factory=dict, repr=False
+    )
+
+    @property
+    def n_signals(self) -> int:
+        return len(self.program[0].state)
+
+    @cached_property
+    def greens(self) -> tuple[str, ...]:
+        """Distinct green states of the program, in program order: the actions."""
+        seen: dict[str, None] = {}
+        for phase in self.program:
+            if not signals.is_transitional(phase.state):
+                seen.setdefault(phase.state, None)
+        return tuple(seen)
+
+    @cached_property
+    def program_green_index(self) -> tuple[int, ...]:
+        """For each program phase, the index of its green in `greens`, or -1 for a transition."""
+        index = {s: i for i, s in enumerate(self.greens)}
+        return tuple(index.get(p.state, -1) for p in self.program)
+
+    @cached_property
+    def min_green(self) -> NDArray[np.float64]:
+        """Per green: the net's minDur (or the default), never above what the program itself shows."""
+        out = np.full(len(self.greens), np.inf)
+        for phase, g in zip(self.program, self.program_green_index, strict=True):
+            if g >= 0:
+                floor = phase.min_dur if phase.min_dur is not None else self.default_min_green
+                out[g] = min(out[g], floor, phase.duration)
+        return out
+
+    @cached_property
+    def max_green(self) -> NDArray[np.float64]:
+        """Per green: the net's maxDur (or the default), never below what the program itself shows."""
+        out = np.zeros(len(self.greens))
+        for phase, g in zip(self.program, self.program_green_index, strict=True):
+            if g >= 0:
+                cap = phase.max_dur if phase.max_dur is not None else self.default_max_green
+                out[g] = max(out[g], cap, phase.duration)
+        return out
+
+    @cached_property
+    def yellow_time(self) -> float:
+        durations = [p.duration for p in self.program if any(c in "yY" for c in p.state)]
+        return max(durations) if durations else signals.DEFAULT_YELLOW_S
+
+    @cached_property
+    def all_red_time(self) -> float:
+        """Duration of the program's all-red clearance, 0 when the program has none."""
+        durations = [
+            p.duration
+            for p in self.program
+            if signals.is_transitional(p.state) and not any(c in "yYu" for c in p.state)
+        ]
+        return max(durations) if durations else 0.0
+
+    @cached_property
+    def green_signals(self) -> NDArray[np.bool_]:
+        """(greens x signals) which signal each action shows green."""
+        if not self.greens:
+            return np.zeros((0, self.n_signals), dtype=bool)
+        return np.stack([signals.green_mask(s) for s in self.greens])
+
+    @cached_property
+    def pedestrian_signals(self) -> tuple[int, ...]:
+        return tuple(sorted({m.signal for m in self.movements if m.pedestrian}))
+
+    @cached_property
+    def vehicle_movements(self) -> tuple[Movement, ...]:
+        return tuple(m for m in self.movements if not m.pedestrian)
+
+    @cached_property
+    def cycle(self) -> tuple[GreenRun, ...]:
+        """The program's greens in order, repeats merged (also across the end of the cycle)."""
+        runs: list[GreenRun] = []
+        for p, (phase, g) in enumerate(zip(self.program, self.program_green_index, strict=True)):
+            if g < 0:
+                continue
+            if runs and runs[-1].green == g and runs[-1].phases[-1] == p - 1:
+                last = runs[-1]
+                runs[-1] = GreenRun(g, last.duration + phase.duration, last.min_dur, last.max_dur, (*last.phases, p))
+            else:
+                runs.append(GreenRun(g, phase.duration, phase.min_dur, phase.max_dur, (p,)))
+        wraps = len(runs) > 1 and runs[0].green == runs[-1].green
+        if wraps and runs[-1].phases[-1] == len(self.program) - 1 and runs[0].phases[0] == 0:
+            last = runs.pop()
+            first = runs[0]
+            runs[0] = GreenRun(first.green, first.duration + last.duration, first.min_dur, first.max_dur, (*last.phases, *first.phases))
+        return tuple(runs)
+
+    def transition(self, src: int, dst: int) -> tuple[tuple[str, float], ...]:
+        """States and durations between green `src` and green `dst` (empty when src == dst)."""
+        if src == dst:
+            return ()
+        key = (src, dst)
+        if key not in self._transitions:
+            self._transitions[key] = self._program_transition(src, dst) or signals.synthesize_transition(
+                self.greens[src], self.greens[dst], self.yellow_time, self.all_red_time
+            )
+        return self._transitions[key]
+
+    def _program_transition(self, src: int, dst: int) -> tuple[tuple[str, float], ...] | None:
+        """The program's own way from `src` to `dst`, if it has one and it is legal."""
+        n = len(self.program)
+        for start in range(n):
+            if self.program_green_index[start] != src:
+                continue
+            steps: list[tuple[str, float]] = []
+            k = (start + 1) % n
+            while self.program_green_index[k] < 0 and k != start:
+                steps.append((self.program[k].state, self.program[k].duration))
+                k = (k + 1) % n
+            if self.program_green_index[k] == dst and self._legal_path(src, dst, steps):
+                return tuple(steps)
+        return None
+
+    def _legal_path(self, src: int, dst: int, steps: list[tuple[str, float]]) -> bool:
+        chain = [self.greens[src], *(s for s, _ in steps), self.greens[dst]]
+        for before, after in zip(chain, chain[1:], strict=False):
+            if signals.lost_green_without_yellow(before, after):
+                return False
+            if signals.conflicting_pairs(after, self.hard_conflict):
+                return False
+        return True
+
+
+@dataclass(frozen=True, eq=False)
+class Network:
+    """All traffic-light systems of a SUMO net, plus the lanes they touch."""
+
+    net_file: Path
+    intersections: tuple[Intersection, ...]
+    lanes: dict[str, Lane]
+    bounds: tuple[float, float, float, float]
+
+    @cached_property
+    def by_id(self) -> dict[str, Intersection]:
+        return {i.id: i for i in self.intersections}
+
+    @property
+    def controllable(self) -> tuple[Intersection, ...]:
+        """Intersections with at least one green to choose (others keep their own program)."""
+        return tuple(i for i in self.intersections if i.greens)

@@ -1,0 +1,45 @@
+"""What a controller sees: NumPy arrays for the whole city, indexed by the `Layout`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+LANE_FIELDS = frozenset({"vehicles", "halting", "occupancy", "speed", "passed"})
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One instant of the city. Lane arrays are absent (None) when no consumer asked for them.
+
+    - vehicles, halting: counts per lane; occupancy: % of the lane occupied; speed: mean m/s
+      (the lane's limit when empty); passed: vehicles that crossed the stop line since the start
+      (cumulative, from a detector at the end of each incoming lane);
+    - phase: current green per intersection (-1 while in a transition);
+    - time_in_phase: seconds since that green (or transition) began.
+    """
+
+    time: float
+    phase: NDArray[np.int64]
+    time_in_phase: NDArray[np.float64]
+    vehicles: NDArray[np.float64] | None = None
+    halting: NDArray[np.float64] | None = None
+    occupancy: NDArray[np.float64] | None = None
+    speed: NDArray[np.float64] | None = None
+    passed: NDArray[np.float64] | None = None
+
+    def lane(self, name: str) -> NDArray[np.float64]:
+        value = getattr(self, name)
+        if value is None:
+            raise KeyError(f"observation field '{name}' was not gathered; declare it in `requires`")
+        return np.asarray(value)
+
+
+@dataclass(frozen=True)
+class ProgramPosition:
+    """Where each intersection's own program stands when a session starts (phase index, seconds in)."""
+
+    phase: NDArray[np.int64]
+    elapsed: NDArray[np.float64]

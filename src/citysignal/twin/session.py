@@ -1,0 +1,191 @@
+"""One SUMO session: lifecycle, seeding, 1 s stepping, vectorized observation, signal writes.
+
+libsumo (SUMO in-process, about 20x faster than TraCI over a socket) allows one simulation per
+process, so a `Twin` is a context manager and parallel runs use one process each (see `bench`).
+TraCI is used only when sumo-gui is wanted. The twin decides nothing: signal states reach it only
+from the safety guard (`write`), or, for SUMO's own programs, it reports what SUMO shows (`states`).
+
+Per-lane getters are the fastest measured way to read lanes through libsumo (faster than
+subscriptions, see shared anchors), and only the fields some consumer declared are read.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from types import ModuleType, TracebackType
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from citysignal.errors import UserError
+from citysignal.network.layout import Layout
+from citysignal.scenarios import Scenario
+from citysignal.sumo_home import binary
+from citysignal.twin.observation import LANE_FIELDS, Observation, ProgramPosition
+
+DEFAULT_SEED = 23423  # SUMO's own default: a bench run with seed 23423 reproduces a plain `sumo` run
+
+
+def _detectors_file(layout: Layout, path: Path) -> Path:
+    rows = []
+    for k in layout.incoming_lanes:
+        lane = layout.lanes[k]
+        pos = max(0.0, float(layout.lane_length[k]) - 1.0)
+        rows.append(
+            f'    <e1Detector id="cs_{k}" lane="{lane}" pos="{pos:.2f}" period="86400" '
+            f'file="/dev/null" friendlyPos="true"/>'
+        )
+    path.write_text("<additional>\n" + "\n".join(rows) + "\n</additional>\n")
+    return path
+
+
+class Twin:
+    """A running SUMO scenario. Use as `with Twin(...) as twin:`."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        layout: Layout,
+        *,
+        seed: int = DEFAULT_SEED,
+        fields: frozenset[str] = frozenset({"halting"}),
+        tripinfo: Path | None = None,
+        extra_additional: tuple[Path, ...] = (),
+        gui: bool = False,
+    ) -> None:
+        unknown = set(fields) - LANE_FIELDS
+        if unknown:
+            raise ValueError(f"unknown observation fields: {sorted(unknown)}")
+        self.scenario = scenario
+        self.layout = layout
+        self.seed = seed
+        self.fields = frozenset(fields)
+        self.tripinfo = tripinfo
+        self.extra_additional = extra_additional
+        self.gui = gui
+        self._api: Any = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._detectors: list[str] = []
+        self._passed_rows: NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+
+    # lifecycle -----------------------------------------------------------------------------
+    def _command(self, tmp: Path) -> list[str]:
+        sc = self.scenario
+        cmd = [
+            binary("sumo-gui" if self.gui else "sumo"),
+            "-c", str(sc.sumocfg),
+            "--begin", f"{sc.begin:g}",
+            "--end", f"{sc.end:g}",
+            "--seed", str(self.seed),
+            "--step-length", "1",
+            "--time-to-teleport", "-1",
+            "--no-step-log", "true",
+            "--no-warnings", "true",
+        ]  # fmt: skip
+        adds = list(sc.additional_files) + list(self.extra_additional)
+        if "passed" in self.fields:
+            adds.append(_detectors_file(self.layout, tmp / "citysignal_detectors.add.xml"))
+        if adds:
+            cmd += ["--additional-files", ",".join(str(a) for a in adds)]
+        if self.tripinfo is not None:
+            cmd += [
+                "--tripinfo-output", str(self.tripinfo),
+                "--tripinfo-output.write-unfinished", "true",
+                "--tripinfo-output.write-undeparted", "true",
+            ]  # fmt: skip
+        if self.gui:
+            cmd += ["--start", "true"]
+        return cmd
+
+    def __enter__(self) -> Twin:
+        self._tmp = tempfile.TemporaryDirectory(prefix="citysignal-")
+        api: ModuleType
+        if self.gui:
+            import traci as api
+        else:
+            import libsumo as api
+        try:
+            api.start(self._command(Path(self._tmp.name)))
+        except Exception as exc:  # SUMO reports bad input as a generic error
+            self._tmp.cleanup()
+            raise UserError(f"SUMO could not load {self.scenario.sumocfg}: {exc}") from exc
+        self._api = api
+        if "passed" in self.fields:
+            self._detectors = [f"cs_{k}" for k in self.layout.incoming_lanes]
+            self._passed_rows = self.layout.incoming_lanes
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    # stepping ------------------------------------------------------------------------------
+    @property
+    def time(self) -> float:
+        return float(self._api.simulation.getTime())
+
+    @property
+    def done(self) -> bool:
+        return self.time >= self.scenario.end
+
+    def step(self) -> None:
+        self._api.simulationStep()
+
+    # observation ---------------------------------------------------------------------------
+    def program_position(self) -> ProgramPosition:
+        tls = self._api.trafficlight
+        now = self.time
+        phase = np.empty(self.layout.n_intersections, dtype=np.int64)
+        elapsed = np.empty(self.layout.n_intersections, dtype=np.float64)
+        for k, inter in enumerate(self.layout.intersections):
+            phase[k] = tls.getPhase(inter.id)
+            remaining = tls.getNextSwitch(inter.id) - now
+            elapsed[k] = max(0.0, inter.program[phase[k]].duration - remaining)
+        return ProgramPosition(phase, elapsed)
+
+    def observe(self, phase: NDArray[np.int64], time_in_phase: NDArray[np.float64]) -> Observation:
+        lane = self._api.lane
+        names = self.layout.lanes
+        getters = {
+            "vehicles": lane.getLastStepVehicleNumber,
+            "halting": lane.getLastStepHaltingNumber,
+            "occupancy": lane.getLastStepOccupancy,
+            "speed": lane.getLastStepMeanSpeed,
+        }
+        values: dict[str, NDArray[np.float64]] = {}
+        for name, getter in getters.items():
+            if name in self.fields:
+                values[name] = np.fromiter((getter(n) for n in names), dtype=float, count=len(names))
+        if "passed" in self.fields:
+            passed = np.zeros(len(names))
+            loop = self._api.inductionloop
+            passed[self._passed_rows] = [loop.getIntervalVehicleNumber(d) for d in self._detectors]
+            values["passed"] = passed
+        return Observation(time=self.time, phase=phase, time_in_phase=time_in_phase, **values)
+
+    def states(self) -> list[str]:
+        """The signal state SUMO shows at each intersection (for programs SUMO runs itself)."""
+        get = self._api.trafficlight.getRedYellowGreenState
+        return [get(i) for i in self.layout.ids]
+
+    def write(self, changes: dict[int, str]) -> None:
+        """Show new signal states; only the safety guard calls this."""
+        set_state = self._api.trafficlight.setRedYellowGreenState
+        for k, state in changes.items():
+            set_state(self.layout.ids[k], state)
+
+    # city-level readings for reports --------------------------------------------------------
+    def teleports_started(self) -> int:
+        """Vehicles that started teleporting in the last step (0 with teleporting off, unless jammed)."""
+        return int(self._api.simulation.getStartingTeleportNumber())
