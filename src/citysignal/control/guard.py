@@ -8,9 +8,11 @@ sequences and is the only source of the states the twin shows:
 - transitions: every change runs the model's transition (the program's own yellow/all-red where the
   program goes that way, else a synthesized yellow then all-red), never a direct green-to-red;
 - conflicts: every state written is checked against the hard-conflict relation;
-- max red: a vehicle signal with waiting vehicles that has been red longer than `max_red` seconds
-  preempts the controller: the guard switches (after min green) to the green serving most such
-  signals. Pedestrian signals have no detectors here, so they are served by the controllers' cycles.
+- max red: a vehicle signal with waiting vehicles that has not been *served* (major green, see
+  `Intersection.serve_signals`; a permissive green does not count where a protected one exists)
+  for longer than `max_red` seconds preempts the controller: the guard switches (after min green)
+  to the green serving most such signals. Pedestrian signals have no detectors here, so they are
+  served by the controllers' cycles.
 
 It counts requests refused (not a green of that intersection) and deferred (min green or a running
 transition), max-red preemptions, and violations: any written or observed state that shows
@@ -67,10 +69,13 @@ class SafetyGuard:
         servable = np.zeros(total, dtype=bool)
         for k, inter in enumerate(layout.intersections):
             servable[layout.signal_start[k] : layout.signal_start[k] + inter.n_signals] = (
-                inter.green_signals.any(axis=0)
+                inter.serve_signals.any(axis=0)
             )
         self._servable = servable
-        self._shown_green = np.zeros(total, dtype=bool)
+        self._served_by: list[dict[str, np.ndarray]] = [
+            dict(zip(i.greens, i.serve_signals, strict=True)) for i in layout.intersections
+        ]
+        self._shown_served = np.zeros(total, dtype=bool)
         self.red_since = np.zeros(total)
         self._checked: dict[tuple[int, str, str], list[str]] = {}
 
@@ -133,7 +138,7 @@ class SafetyGuard:
         self, now: float, requests: NDArray[np.int64], halting: NDArray[np.float64]
     ) -> NDArray[np.int64]:
         lay = self.layout
-        self.red_since[self._shown_green] = now
+        self.red_since[self._shown_served] = now
         waiting = np.bincount(self._mov_signal, weights=halting[lay.mov_in], minlength=lay.n_signals_total) > 0
         starved = waiting & self._servable & (now - self.red_since > self.max_red)
         if not starved.any():
@@ -146,7 +151,7 @@ class SafetyGuard:
             start = lay.signal_start[k]
             inter = lay.intersections[k]
             local = starved[start : start + inter.n_signals]
-            best = int(np.argmax(inter.green_signals[:, local].sum(axis=1)))
+            best = int(np.argmax(inter.serve_signals[:, local].sum(axis=1)))
             if best != requests[k]:
                 self.stats.max_red_preemptions += 1
                 requests[k] = best
@@ -183,7 +188,10 @@ class SafetyGuard:
                     self.stats.violation_log.append(f"{self.layout.ids[k]}: {'; '.join(problems)}")
         self.shown[k] = state
         start = self.layout.signal_start[k]
-        self._shown_green[start : start + len(state)] = signals.green_mask(state)
+        served = self._served_by[k].get(state)
+        if served is None:  # a transition or a foreign state: it serves what it shows major
+            served = signals.major_mask(state)
+        self._shown_served[start : start + len(state)] = served
 
     def _problems(self, k: int, before: str, after: str) -> list[str]:
         key = (k, before, after)
@@ -211,4 +219,4 @@ class SafetyGuard:
             greens = self.layout.intersections[k].greens
             self.green[k] = greens.index(state) if state in greens else HOLD
             self.since[k] = now
-        self.red_since[self._shown_green] = now
+        self.red_since[self._shown_served] = now

@@ -54,7 +54,7 @@ class Layout:
                 mov_in.append(lanes.setdefault(m.from_lane, len(lanes)))
                 mov_out.append(lanes.setdefault(m.to_lane, len(lanes)))
                 mov_signal.append(m.signal)
-            serves = inter.green_signals
+            serves = inter.serve_signals
             for g in range(len(inter.greens)):
                 for j, m in enumerate(inter.vehicle_movements):
                     if serves[g, m.signal]:

@@ -149,6 +149,18 @@ class Intersection:
         return np.stack([signals.green_mask(s) for s in self.greens])
 
     @cached_property
+    def serve_signals(self) -> NDArray[np.bool_]:
+        """(greens x signals) which signals each action *serves*: gives right of way (major green),
+        or any green for signals that no action shows major (e.g. permissive-only right turns).
+
+        A permissive (minor) green does not count as service where a protected one exists: a
+        left turn that must yield can wait forever behind opposing traffic while "green"."""
+        if not self.greens:
+            return np.zeros((0, self.n_signals), dtype=bool)
+        major = np.stack([signals.major_mask(s) for s in self.greens])
+        return major | (self.green_signals & ~major.any(axis=0))
+
+    @cached_property
     def pedestrian_signals(self) -> tuple[int, ...]:
         return tuple(sorted({m.signal for m in self.movements if m.pedestrian}))
 

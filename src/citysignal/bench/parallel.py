@@ -1,0 +1,70 @@
+"""Run many episodes (scenarios x controllers x seeds) in parallel on Ray, one SUMO per worker process.
+
+Ray starts locally (`num_cpus=workers`) unless an address is given (`ray://host:10001` or `auto`);
+on a cluster every node must have citysignal installed, and a scenario given by path must exist at
+the same path on the nodes (bundled scenarios ship with the package). A single job, or `workers=1`
+without an address, runs in this process: no Ray start-up for a one-off run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from citysignal.bench.episode import EpisodeResult, run_episode
+from citysignal.scenarios import Scenario
+
+
+@dataclass(frozen=True)
+class Job:
+    scenario: Scenario
+    controller: str
+    seed: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.scenario.name}/{self.controller}/seed {self.seed}"
+
+
+def run_jobs(
+    jobs: Sequence[Job],
+    workers: int = 2,
+    address: str | None = None,
+    on_done: Callable[[Job, float], None] | None = None,
+) -> list[EpisodeResult]:
+    """Results in job order. `on_done(job, fraction)` reports progress within or across jobs."""
+    if address is None and (workers <= 1 or len(jobs) <= 1):
+        results = []
+        for job in jobs:
+            def progress(frac: float, job: Job = job) -> None:
+                if on_done is not None:
+                    on_done(job, frac)
+
+            results.append(run_episode(job.scenario, job.controller, job.seed, on_step=progress))
+            progress(1.0)
+        return results
+    return _run_on_ray(jobs, workers, address, on_done)
+
+
+def _run_on_ray(
+    jobs: Sequence[Job], workers: int, address: str | None, on_done: Callable[[Job, float], None] | None
+) -> list[EpisodeResult]:
+    import ray
+
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    remote = ray.remote(num_cpus=1, max_retries=0)(run_episode)
+    refs = {remote.remote(j.scenario, j.controller, j.seed): i for i, j in enumerate(jobs)}
+    results: list[EpisodeResult | None] = [None] * len(jobs)
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        for ref in done:
+            i = refs[ref]
+            results[i] = ray.get(ref)
+            if on_done is not None:
+                on_done(jobs[i], 1.0)
+    return [r for r in results if r is not None]

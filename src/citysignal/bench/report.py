@@ -1,0 +1,99 @@
+"""Benchmark results as tables (Rich, Markdown), JSON lines and PNG plots."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from rich.table import Table
+
+from citysignal.bench.episode import EpisodeResult
+
+TABLE_COLUMNS = (
+    ("resco_delay", "RESCO delay s", "{:.1f}"),
+    ("mean_duration", "trip s", "{:.1f}"),
+    ("mean_waiting", "wait s", "{:.1f}"),
+    ("p95_waiting", "wait p95 s", "{:.0f}"),
+    ("max_waiting", "wait max s", "{:.0f}"),
+    ("arrived", "arrived", "{:.0f}"),
+    ("not_inserted", "not inserted", "{:.0f}"),
+    ("teleports", "teleports", "{:.0f}"),
+    ("safety_violations", "violations", "{:.0f}"),
+    ("wall_s", "wall s", "{:.1f}"),
+    ("steps_per_s", "steps/s", "{:.0f}"),
+)
+
+
+def summarize(results: Sequence[EpisodeResult]) -> list[dict[str, object]]:
+    """Mean over seeds per (scenario, controller), in first-seen order."""
+    groups: dict[tuple[str, str], list[EpisodeResult]] = defaultdict(list)
+    for r in results:
+        groups[(r.scenario, r.controller)].append(r)
+    rows = []
+    for (scenario, controller), runs in groups.items():
+        row: dict[str, object] = {"scenario": scenario, "controller": controller, "seeds": len(runs)}
+        for key, _, _ in TABLE_COLUMNS:
+            row[key] = float(np.mean([r.metrics[key] for r in runs]))
+        rows.append(row)
+    return rows
+
+
+def rich_table(rows: Sequence[dict[str, object]], title: str = "citysignal benchmark") -> Table:
+    table = Table(title=title)
+    table.add_column("scenario")
+    table.add_column("controller")
+    table.add_column("seeds", justify="right")
+    for _, header, _ in TABLE_COLUMNS:
+        table.add_column(header, justify="right")
+    for row in rows:
+        cells = [str(row["scenario"]), str(row["controller"]), str(row["seeds"])]
+        cells += [fmt.format(row[key]) for key, _, fmt in TABLE_COLUMNS]
+        table.add_row(*cells)
+    return table
+
+
+def markdown_table(rows: Sequence[dict[str, object]]) -> str:
+    headers = ["scenario", "controller", "seeds", *(h for _, h, _ in TABLE_COLUMNS)]
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    for row in rows:
+        cells = [str(row["scenario"]), str(row["controller"]), str(row["seeds"])]
+        cells += [fmt.format(row[key]) for key, _, fmt in TABLE_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def json_lines(results: Sequence[EpisodeResult]) -> str:
+    return "".join(json.dumps(r.row()) + "\n" for r in results)
+
+
+def plot(results: Sequence[EpisodeResult], out_dir: Path) -> list[Path]:
+    """Per scenario: RESCO delay by departure time and city queue over time, one line per controller."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    by_scenario: dict[str, list[EpisodeResult]] = defaultdict(list)
+    for r in results:
+        by_scenario[r.scenario].append(r)
+    for scenario, runs in by_scenario.items():
+        fig, (ax_delay, ax_queue) = plt.subplots(1, 2, figsize=(12, 4.5))
+        for controller in dict.fromkeys(r.controller for r in runs):
+            first = next(r for r in runs if r.controller == controller)
+            ax_delay.plot(np.array(first.delay_t) / 60, first.delay, marker="o", label=controller)
+            ax_queue.plot(np.array(first.queue_t) / 60, first.queue, label=controller)
+        ax_delay.set(title=f"{scenario}: RESCO delay by scheduled departure", xlabel="time (min)", ylabel="s/vehicle")
+        ax_queue.set(title=f"{scenario}: vehicles queued at signals", xlabel="time (min)", ylabel="halting vehicles")
+        for ax in (ax_delay, ax_queue):
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        path = out_dir / f"{scenario}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written

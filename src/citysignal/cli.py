@@ -1,0 +1,105 @@
+"""The `citysignal` command line. User errors end in one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from citysignal.errors import UserError
+from citysignal.twin.session import DEFAULT_SEED
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="City-wide adaptive traffic-signal control on an Eclipse SUMO digital twin.")  # fmt: skip
+
+
+@app.command()
+def scenarios() -> None:
+    """List the bundled scenarios: signals, vehicles in the window, window."""
+    from citysignal.network import load_network
+    from citysignal.scenarios import bundled_names, demand_summary, resolve
+
+    table = Table(title="bundled scenarios")
+    for col in ("name", "signals", "vehicles", "window (s)"):
+        table.add_column(col, justify="left" if col == "name" else "right")
+    for name in bundled_names():
+        sc = resolve(name)
+        net = load_network(sc.net_file, sc.additional_files)
+        _, _, vehicles = demand_summary(sc)
+        table.add_row(name, str(len(net.intersections)), str(vehicles), f"{sc.begin:g}-{sc.end:g}")
+    Console().print(table)
+
+
+@app.command()
+def bench(
+    scenario: Annotated[list[str], typer.Argument(help="Bundled scenario names or paths to .sumocfg files.")],
+    controller: Annotated[list[str], typer.Option("--controller", "-c", help="Controller(s) to run.")] = ["fixed"],  # noqa: B006
+    seeds: Annotated[int, typer.Option(min=1, help="Seeds per run, starting at SUMO's default 23423.")] = 1,
+    begin: Annotated[float | None, typer.Option(help="Episode start (s); default: the scenario's.")] = None,
+    end: Annotated[float | None, typer.Option(help="Episode end (s); default: the scenario's.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run on stdout.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Write results.md, results.jsonl and PNG plots here.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel SUMO processes (Ray).")] = 2,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address; default: local Ray.")] = None,
+) -> None:
+    """Benchmark controllers on scenarios with the RESCO metric, through the safety guard."""
+    from citysignal.bench import report
+    from citysignal.bench.parallel import Job, run_jobs
+    from citysignal.control import make_controller
+    from citysignal.scenarios import resolve
+
+    names = [c for arg in controller for c in arg.split(",") if c]
+    for name in names:
+        make_controller(name)  # unknown names fail here, before any simulation starts
+    resolved = [resolve(s, begin, end) for arg in scenario for s in arg.split(",") if s]
+    jobs = [Job(sc, c, DEFAULT_SEED + k) for sc in resolved for c in names for k in range(seeds)]
+
+    err = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), console=err, transient=as_json) as progress:  # fmt: skip
+        task = progress.add_task(f"{len(jobs)} run(s)", total=len(jobs))
+        finished: dict[str, float] = {}
+
+        def on_done(job: Job, frac: float) -> None:
+            finished[job.label] = frac
+            progress.update(task, completed=sum(finished.values()), description=job.label)
+
+        results = run_jobs(jobs, workers=workers, address=address, on_done=on_done)
+
+    if as_json:
+        sys.stdout.write(report.json_lines(results))
+    else:
+        Console().print(report.rich_table(report.summarize(results)))
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.md").write_text(report.markdown_table(report.summarize(results)))
+        (out / "results.jsonl").write_text(report.json_lines(results))
+        plots = report.plot(results, out)
+        err.print(f"wrote {out / 'results.md'}, {out / 'results.jsonl'} and {len(plots)} plot(s)")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        print(f"citysignal: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("citysignal: aborted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        if hasattr(exc, "format_message"):  # a usage error from Typer's command-line parser
+            print(f"citysignal: error: {exc.format_message()}", file=sys.stderr)
+            sys.exit(2)
+        cause = getattr(exc, "cause", None)  # a Ray task that failed on a user error
+        if isinstance(cause, UserError):
+            print(f"citysignal: error: {cause}", file=sys.stderr)
+            sys.exit(2)
+        raise
