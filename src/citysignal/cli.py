@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from citysignal.control.guard import DEFAULT_MAX_RED_S
 from citysignal.errors import UserError
 from citysignal.twin.session import DEFAULT_SEED
 
@@ -45,19 +46,23 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run on stdout.")] = False,
     out: Annotated[Path | None, typer.Option(help="Write results.md, results.jsonl and PNG plots here.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Parallel SUMO processes (Ray).")] = 2,
+    max_red: Annotated[float, typer.Option(min=1.0, help="Safety guard's max-red bound (s).")] = DEFAULT_MAX_RED_S,
     address: Annotated[str | None, typer.Option(help="Ray cluster address; default: local Ray.")] = None,
 ) -> None:
     """Benchmark controllers on scenarios with the RESCO metric, through the safety guard."""
     from citysignal.bench import report
     from citysignal.bench.parallel import Job, run_jobs
     from citysignal.control import make_controller
+    from citysignal.network import load_network
     from citysignal.scenarios import resolve
 
     names = [c for arg in controller for c in arg.split(",") if c]
     for name in names:
         make_controller(name)  # unknown names fail here, before any simulation starts
     resolved = [resolve(s, begin, end) for arg in scenario for s in arg.split(",") if s]
-    jobs = [Job(sc, c, DEFAULT_SEED + k) for sc in resolved for c in names for k in range(seeds)]
+    for sc in resolved:  # a bad net fails here in one line, not inside a worker
+        load_network(sc.net_file, sc.additional_files)
+    jobs = [Job(sc, c, DEFAULT_SEED + k, max_red) for sc in resolved for c in names for k in range(seeds)]
 
     err = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),

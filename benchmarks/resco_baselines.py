@@ -1,0 +1,89 @@
+"""Classic baselines on the eight RESCO scenarios, full windows, written to BENCHMARKS.md.
+
+Runs every bundled RESCO scenario x {fixed, actuated, webster, maxpressure, sotl} x seeds through the
+same `citysignal bench` machinery (Ray, one SUMO per worker) and puts our figures beside the shared
+anchors (fixed, SUMO-actuated, max-pressure on SUMO 1.28, seed 23423) with their ratio.
+
+    .venv/bin/python benchmarks/resco_baselines.py [--seeds N] [--workers W]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+
+from citysignal.bench import report
+from citysignal.bench.parallel import Job, run_jobs
+from citysignal.scenarios import resolve
+from citysignal.twin import DEFAULT_SEED
+
+RESCO = ("cologne1", "cologne3", "cologne8", "ingolstadt1", "ingolstadt7", "ingolstadt21", "grid4x4", "arterial4x4")
+CONTROLLERS = ("fixed", "actuated", "webster", "maxpressure", "sotl")
+# resco_delay measured by the anchors (shared/anchors/README.md), SUMO 1.28, seed 23423.
+ANCHORS = {
+    "cologne1": {"fixed": 41.7, "actuated": 62.2, "maxpressure": 28.1},
+    "cologne3": {"fixed": 37.5, "actuated": 35.0, "maxpressure": 19.8},
+    "cologne8": {"fixed": 47.2, "actuated": 38.6, "maxpressure": 24.1},
+    "ingolstadt1": {"fixed": 30.7, "actuated": 20.9, "maxpressure": 14.8},
+    "ingolstadt7": {"fixed": 116.2, "actuated": 33.4, "maxpressure": 217.6},
+    "ingolstadt21": {"fixed": 154.1, "actuated": 77.7, "maxpressure": 398.1},
+    "grid4x4": {"fixed": 91.3, "actuated": 69.0, "maxpressure": 53.1},
+    "arterial4x4": {"fixed": 1483.3, "actuated": 790.9, "maxpressure": 777.8},
+}
+SECTION = "## Classic baselines on the RESCO scenarios"
+
+
+def anchor_table(results: list[report.EpisodeResult]) -> str:
+    first_seed = {(r.scenario, r.controller): r.metrics["resco_delay"] for r in results if r.seed == DEFAULT_SEED}
+    lines = ["| scenario | controller | ours (seed 23423) | anchor | ours / anchor |", "|---|---|---|---|---|"]
+    for sc, by_ctrl in ANCHORS.items():
+        for ctrl, anchor in by_ctrl.items():
+            ours = first_seed.get((sc, ctrl))
+            if ours is not None:
+                lines.append(f"| {sc} | {ctrl} | {ours:.1f} | {anchor:.1f} | {ours / anchor:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
+    args = parser.parse_args()
+
+    jobs = [Job(resolve(sc), c, DEFAULT_SEED + k) for sc in RESCO for c in CONTROLLERS for k in range(args.seeds)]
+    started = time.perf_counter()
+    with Progress(console=Console(stderr=True)) as progress:
+        task = progress.add_task("RESCO baselines", total=len(jobs))
+        results = run_jobs(jobs, workers=args.workers, on_done=lambda job, frac: progress.advance(task, frac))
+    wall = time.perf_counter() - started
+    rows = report.summarize(results)
+    command = "python benchmarks/resco_baselines.py " + " ".join(sys.argv[1:])
+    body = (
+        f"{SECTION}\n\n"
+        f"- date: {dt.date.today().isoformat()}; machine: {platform.machine()}, {platform.processor() or 'cpu'}, "
+        f"Python {platform.python_version()}, {args.workers} worker(s); total wall {wall:.0f} s\n"
+        f"- command: `{command.strip()}`\n"
+        f"- metric: RESCO delay (timeLoss + departDelay, unfinished and never-inserted vehicles included), "
+        f"full RESCO windows, 1 s steps, teleporting off; seeds start at SUMO's default 23423; mean over {args.seeds} seed(s)\n\n"
+        f"{report.markdown_table(rows)}\n"
+        f"### Agreement with the shared anchors (same simulator, same programs, seed 23423)\n\n"
+        f"{anchor_table(results)}"
+    )
+    text = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"{re.escape(SECTION)}.*?(?=\n## |\Z)", re.S)
+    text = pattern.sub(lambda _: body, text) if pattern.search(text) else text.rstrip() + "\n\n" + body
+    args.out.write_text(text)
+    Console().print(report.rich_table(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""`python -m citysignal` runs the command line."""
+
+from citysignal.cli import main
+
+main()
