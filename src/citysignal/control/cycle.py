@@ -25,6 +25,7 @@ from numpy.typing import NDArray
 
 from citysignal.control.base import Controller
 from citysignal.network.layout import Layout
+from citysignal.network.model import Intersection
 from citysignal.twin.observation import Observation, ProgramPosition
 
 SATURATION_FLOW_VEH_S = 0.5  # 1800 veh/h per lane
@@ -41,10 +42,7 @@ def webster_cycle(
     y = np.maximum(np.asarray(flow_ratios, dtype=float), 0.0)
     total = float(y.sum())
     floor = max(c_min, lost_time + float(min_green.sum()))
-    if total >= 0.95:
-        cycle = c_max
-    else:
-        cycle = (1.5 * lost_time + 5.0) / (1.0 - total)
+    cycle = c_max if total >= 0.95 else (1.5 * lost_time + 5.0) / (1.0 - total)
     cycle = float(np.clip(cycle, floor, max(c_max, floor)))
     share = y / total if total > 0 else np.full(len(y), 1.0 / len(y))
     greens = np.maximum((cycle - lost_time) * share, min_green)
@@ -56,7 +54,11 @@ class CycleController(Controller):
 
     def reset(self, layout: Layout, position: ProgramPosition, seed: int = 0) -> None:
         super().reset(layout, position, seed)
-        green, dur, nxt, first, lost = [], [], [], [], []
+        green: list[int] = []
+        dur: list[float] = []
+        nxt: list[int] = []
+        first: list[int] = []
+        lost: list[float] = []
         run_of_phase: list[dict[int, int]] = []
         for inter in layout.intersections:
             base = len(green)
@@ -70,9 +72,7 @@ class CycleController(Controller):
                 for p in run.phases:
                     mapping[p] = base + r
             run_of_phase.append(mapping)
-            lost.append(
-                sum(d for r, run in enumerate(cycle) for _, d in inter.transition(run.green, cycle[(r + 1) % len(cycle)].green))
-            )
+            lost.append(sum(d for _, d in self._cycle_transitions(inter)))
         self.run_green = np.array(green, dtype=np.int64)
         self.run_duration = np.array(dur, dtype=float)
         self.run_next = np.array(nxt, dtype=np.int64)
@@ -85,12 +85,18 @@ class CycleController(Controller):
             n = len(inter.program)
             while p not in run_of_phase[k]:  # in a transition: the run it leads to
                 p = (p + 1) % n
-            run = int(run_of_phase[k][p])
-            self.current[k] = run
+            current = run_of_phase[k][p]
+            self.current[k] = current
             if p == int(position.phase[k]):
-                before = inter.cycle[run - self.run_first[k]].phases
+                before = inter.cycle[current - int(self.run_first[k])].phases
                 served = before[: before.index(p)]
                 self.credit[k] = sum(inter.program[q].duration for q in served)
+
+    @staticmethod
+    def _cycle_transitions(inter: Intersection) -> list[tuple[str, float]]:
+        cycle = inter.cycle
+        nexts = cycle[1:] + cycle[:1]
+        return [step for run, nxt in zip(cycle, nexts, strict=True) for step in inter.transition(run.green, nxt.green)]
 
     def decide(self, obs: Observation) -> NDArray[np.int64]:
         cur = self.current
@@ -132,7 +138,10 @@ class Webster(CycleController):
         self._last_counts: NDArray[np.float64] | None = None
         self._last_time = 0.0
         self.cycle_length = np.array(
-            [self.run_duration[self.run_first[k] : self._run_end(k)].sum() + self.lost_time[k] for k in range(layout.n_intersections)]
+            [
+                self.run_duration[self.run_first[k] : self._run_end(k)].sum() + self.lost_time[k]
+                for k in range(layout.n_intersections)
+            ]
         )
 
     def _run_end(self, k: int) -> int:

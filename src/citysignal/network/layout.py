@@ -41,9 +41,15 @@ class Layout:
     def from_network(cls, network: Network) -> Layout:
         inters = network.controllable
         lanes: dict[str, int] = {}
-        mov_int, mov_in, mov_out, mov_signal = [], [], [], []
-        green_int, green_start, signal_start = [], [], []
-        serve_green, serve_mov = [], []
+        mov_int: list[int] = []
+        mov_in: list[int] = []
+        mov_out: list[int] = []
+        mov_signal: list[int] = []
+        green_int: list[int] = []
+        green_start: list[int] = []
+        signal_start: list[int] = []
+        serve_green: list[int] = []
+        serve_mov: list[int] = []
         n_green = n_signal = 0
         for k, inter in enumerate(inters):
             green_start.append(n_green)
@@ -99,16 +105,16 @@ class Layout:
 
     def per_green(self, per_movement: FloatArray) -> FloatArray:
         """Sum a per-movement quantity over the movements each green serves."""
-        return np.bincount(
-            self.serve_green, weights=per_movement[self.serve_mov], minlength=self.n_greens
+        return np.bincount(self.serve_green, weights=per_movement[self.serve_mov], minlength=self.n_greens).astype(
+            np.float64
         )
 
     def per_intersection(self, per_movement: FloatArray) -> FloatArray:
-        return np.bincount(self.mov_int, weights=per_movement, minlength=self.n_intersections)
+        return np.bincount(self.mov_int, weights=per_movement, minlength=self.n_intersections).astype(np.float64)
 
     def argmax_green(self, score: FloatArray) -> IntArray:
         """Per intersection, the local index of its highest-scoring green (first on ties)."""
         order = np.lexsort((-np.arange(self.n_greens), score, self.green_int))
         last = np.r_[self.green_start[1:], self.n_greens] - 1
-        best_global = order[last]
-        return best_global - self.green_start
+        best: IntArray = order[last] - self.green_start
+        return best

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -184,7 +185,9 @@ class Intersection:
         if wraps and runs[-1].phases[-1] == len(self.program) - 1 and runs[0].phases[0] == 0:
             last = runs.pop()
             first = runs[0]
-            runs[0] = GreenRun(first.green, first.duration + last.duration, first.min_dur, first.max_dur, (*last.phases, *first.phases))
+            runs[0] = GreenRun(
+                first.green, first.duration + last.duration, first.min_dur, first.max_dur, (*last.phases, *first.phases)
+            )
         return tuple(runs)
 
     def transition(self, src: int, dst: int) -> tuple[tuple[str, float], ...]:
@@ -215,7 +218,7 @@ class Intersection:
 
     def _legal_path(self, src: int, dst: int, steps: list[tuple[str, float]]) -> bool:
         chain = [self.greens[src], *(s for s, _ in steps), self.greens[dst]]
-        for before, after in zip(chain, chain[1:], strict=False):
+        for before, after in pairwise(chain):
             if signals.lost_green_without_yellow(before, after):
                 return False
             if signals.conflicting_pairs(after, self.hard_conflict):

@@ -101,7 +101,8 @@ def _hard_conflicts(
     mapped = [(m, junctions[j], idx) for m, j, idx in movements if j in junctions and idx >= 0]
     if len(mapped) < len(movements) or not mapped:
         # No junction logic to go by: trust the program, signals never green together conflict.
-        return ~together & np.outer(shown, shown)
+        fallback: NDArray[np.bool_] = ~together & np.outer(shown, shown)
+        return fallback
     foes = np.zeros_like(together)
     unyielded = np.zeros_like(together)
     by_junction: dict[int, list[tuple[Movement, _Junction, int]]] = defaultdict(list)
@@ -115,7 +116,8 @@ def _hard_conflicts(
                 foes[m.signal, n.signal] = foes[n.signal, m.signal] = True
                 if not _bit(junc.response[i], j) and not _bit(junc.response[j], i):
                     unyielded[m.signal, n.signal] = unyielded[n.signal, m.signal] = True
-    return foes & (~together | unyielded)
+    hard: NDArray[np.bool_] = foes & (~together | unyielded)
+    return hard
 
 
 def _neighbours(
@@ -197,13 +199,13 @@ def load_network(net_file: Path, additional_files: Iterable[Path] = ()) -> Netwo
     by_tls: dict[str, list[tuple[Movement, str, int]]] = defaultdict(list)
     step_fwd: dict[str, list[tuple[str, float]]] = defaultdict(list)
     step_bwd: dict[str, list[tuple[str, float]]] = defaultdict(list)
-    for e in edges.values():
-        if e.function == "normal" and e.src and e.dst:
-            step_fwd[e.src].append((e.dst, e.length))
-            step_bwd[e.dst].append((e.src, e.length))
+    for edge in edges.values():
+        if edge.function == "normal" and edge.src and edge.dst:
+            step_fwd[edge.src].append((edge.dst, edge.length))
+            step_bwd[edge.dst].append((edge.src, edge.length))
     for c in root.iter("connection"):
-        tl = c.get("tl")
-        if tl is None or "linkIndex" not in c.attrib:
+        tl_id = c.get("tl")
+        if tl_id is None or "linkIndex" not in c.attrib:
             continue
         src, dst = c.attrib["from"], c.attrib["to"]
         from_lane, to_lane = f"{src}_{c.attrib['fromLane']}", f"{dst}_{c.attrib['toLane']}"
@@ -215,7 +217,7 @@ def load_network(net_file: Path, additional_files: Iterable[Path] = ()) -> Netwo
         internal = c.get("via") or (to_lane if pedestrian else "")
         int_lanes = junctions[junction].int_lanes if junction in junctions else []
         idx = int_lanes.index(internal) if internal in int_lanes else -1
-        by_tls[tl].append(
+        by_tls[tl_id].append(
             (Movement(int(c.attrib["linkIndex"]), from_lane, to_lane, c.get("dir", ""), pedestrian), junction, idx)
         )
 

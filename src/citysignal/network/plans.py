@@ -27,9 +27,8 @@ def actuated_program(inter: Intersection) -> str:
     for k, run in enumerate(cycle):
         lo = ACTUATED_MIN_S if run.min_dur is None else run.min_dur
         hi = ACTUATED_MAX_S if run.max_dur is None else run.max_dur
-        lines.append(
-            f'        <phase duration="{run.duration:g}" state="{inter.greens[run.green]}" minDur="{lo:g}" maxDur="{hi:g}"/>'
-        )
+        state = inter.greens[run.green]
+        lines.append(f'        <phase duration="{run.duration:g}" state="{state}" minDur="{lo:g}" maxDur="{hi:g}"/>')
         for state, dur in inter.transition(run.green, cycle[(k + 1) % len(cycle)].green):
             lines.append(f'        <phase duration="{dur:g}" state="{state}"/>')
     lines.append("    </tlLogic>")

@@ -8,6 +8,7 @@ clear line naming the file instead of a SUMO error deep inside a run.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, replace
@@ -107,10 +108,9 @@ def _depart_times(path: Path) -> list[float]:
             for _, elem in ET.iterparse(fh):
                 if elem.tag in DEMAND_TAGS:
                     value = elem.get("depart", elem.get("begin"))
-                    try:
-                        times.append(float(value)) if value is not None else None
-                    except ValueError:
-                        pass  # "triggered" and similar departures have no time of their own
+                    # "triggered" and similar departures have no time of their own
+                    with contextlib.suppress(TypeError, ValueError):
+                        times.append(float(value))  # type: ignore[arg-type]
                     elem.clear()
     except (ET.ParseError, OSError, EOFError) as exc:
         raise UserError(f"corrupt route file {path}: {exc}") from exc
