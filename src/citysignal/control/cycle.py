@@ -11,7 +11,9 @@ Y = sum y_i, lost time L = sum of the cycle's transition times, optimal cycle
 C = (1.5 L + 5) / (1 - Y) clamped to [c_min, c_max], and effective greens (C - L) y_i / Y, each at
 least its min green. Assumes under-saturated, stationary demand within a period and one saturation
 flow for every lane; near or above saturation (Y -> 1) the formula diverges and the cycle sits at
-c_max. A lane served by two greens counts fully for both (conservative). SUMO's
+c_max. Stop-line detectors count lanes, not turns: a lane whose movements are served by several
+greens (a shared through/left lane) has its flow split between them in proportion to the number of
+its movements each serves. SUMO's
 `tools/tlsCycleAdaptation.py` applies the same formula to route-file flows offline; here it runs
 online from detector counts.
 """
@@ -135,6 +137,11 @@ class Webster(CycleController):
 
     def reset(self, layout: Layout, position: ProgramPosition, seed: int = 0) -> None:
         super().reset(layout, position, seed)
+        n_lanes = len(layout.lanes)
+        pairs, per_pair = np.unique(layout.serve_green * n_lanes + layout.mov_in[layout.serve_mov], return_counts=True)
+        self._gl_green, self._gl_lane = np.divmod(pairs, n_lanes)
+        per_lane = np.bincount(self._gl_lane, weights=per_pair, minlength=n_lanes)
+        self._gl_share = per_pair / per_lane[self._gl_lane]
         self._last_counts: NDArray[np.float64] | None = None
         self._last_time = 0.0
         self.cycle_length = np.array(
@@ -159,9 +166,9 @@ class Webster(CycleController):
 
     def _retime(self, lane_flow: NDArray[np.float64]) -> None:
         lay = self.lay
-        ratio = lane_flow[lay.mov_in] / SATURATION_FLOW_VEH_S
         green_ratio = np.zeros(lay.n_greens)
-        np.maximum.at(green_ratio, lay.serve_green, ratio[lay.serve_mov])
+        shared = lane_flow[self._gl_lane] * self._gl_share / SATURATION_FLOW_VEH_S
+        np.maximum.at(green_ratio, self._gl_green, shared)
         for k, inter in enumerate(lay.intersections):
             runs = slice(int(self.run_first[k]), self._run_end(k))
             greens = self.run_green[runs]
