@@ -9,9 +9,10 @@ can starve a light movement only as long as the guard's max-red bound allows.
 
 SOTL (Gershenson 2005, "self-organizing traffic lights"): each intersection integrates the vehicles
 waiting at red (veh x s); when that exceeds `theta` and the green has run `min_green` seconds, it
-switches, unless a platoon (more than `platoon` vehicles) is still on the green's lanes and the green
-is shorter than `max_green`. Instead of the next green in the cycle it takes the green serving the most
-waiting vehicles. Assumes lane counts approximate approaching vehicles (no distance window).
+switches, unless a platoon (more than `platoon` moving vehicles) is still on the green's lanes and the
+green is shorter than `max_green`. Instead of the next green in the cycle it takes the green serving
+the most waiting vehicles. Lanes have no distance window here: every moving vehicle on a green lane
+counts as approaching, which on long lanes holds greens longer than Gershenson's 25 m window would.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ class Sotl(Controller):
         keys = current[lay.mov_int] * self._n_mov + np.arange(self._n_mov)
         served = np.isin(keys, self._serve_keys, assume_unique=True)
         red_wait = lay.per_intersection(np.where(served, 0.0, halting))
-        self.on_green = lay.per_intersection(np.where(served, vehicles, 0.0))
+        self.on_green = lay.per_intersection(np.where(served, vehicles - halting, 0.0))
         self.kappa = np.where(in_green, self.kappa + red_wait, 0.0)
         self.waiting_green = lay.per_green(halting)
         best = lay.argmax_green(self.waiting_green)
@@ -107,7 +108,7 @@ class Sotl(Controller):
     def explain(self, k: int) -> str:
         return (
             f"SOTL: {self.kappa[k]:.0f} veh*s waited at red (threshold {self.theta:.0f}), "
-            f"{self.on_green[k]:.0f} vehicles on the green's lanes (platoon limit {self.platoon})"
+            f"{self.on_green[k]:.0f} moving vehicles on the green's lanes (platoon limit {self.platoon})"
         )
 
 
