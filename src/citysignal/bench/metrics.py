@@ -30,9 +30,19 @@ METRIC_KEYS = (
 )
 
 
+def _scheduled_in_window(row: dict[str, str]) -> bool:
+    """SUMO also reports vehicles scheduled at exactly the end as undeparted (with no delay); they
+    belong to the next window, not this one."""
+    return float(row["depart"]) >= 0 or float(row["departDelay"]) > 0
+
+
+def _rows(tripinfo: Path) -> list[dict[str, str]]:
+    return [dict(t.attrib) for t in ET.parse(tripinfo).getroot().iter("tripinfo") if _scheduled_in_window(t.attrib)]
+
+
 def trip_metrics(tripinfo: Path) -> dict[str, float]:
-    """resco_delay, durations, waits and counts from a tripinfo file; plus per-trip arrays for plots."""
-    rows = [t.attrib for t in ET.parse(tripinfo).getroot().iter("tripinfo")]
+    """resco_delay, durations, waits and counts from an episode's tripinfo file."""
+    rows = _rows(tripinfo)
     if not rows:
         return {"resco_delay": 0.0, "mean_duration": 0.0, "mean_waiting": 0.0, "p95_waiting": 0.0,
                 "max_waiting": 0.0, "arrived": 0, "not_inserted": 0, "vehicles": 0}  # fmt: skip
@@ -56,10 +66,10 @@ def trip_metrics(tripinfo: Path) -> dict[str, float]:
 def delay_by_depart(tripinfo: Path, begin: float, end: float, bin_s: float = 300.0) -> tuple[list[float], list[float]]:
     """Mean RESCO delay of the vehicles scheduled in each `bin_s` window (x: bin start, s)."""
     sums: dict[int, list[float]] = {}
-    for t in ET.parse(tripinfo).getroot().iter("tripinfo"):
-        delay = float(t.get("timeLoss", 0)) + float(t.get("departDelay", 0))
-        scheduled = float(t.get("depart", -1))
-        scheduled = scheduled - float(t.get("departDelay", 0)) if scheduled >= 0 else end - delay
+    for t in _rows(tripinfo):
+        delay = float(t["timeLoss"]) + float(t["departDelay"])
+        scheduled = float(t["depart"])
+        scheduled = scheduled - float(t["departDelay"]) if scheduled >= 0 else end - delay
         b = int((scheduled - begin) // bin_s)
         sums.setdefault(b, []).append(delay)
     bins = sorted(b for b in sums if 0 <= b * bin_s < end - begin)

@@ -25,6 +25,7 @@ Assumes a fixed 1 s control step; durations shorter than a step last one step.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import numpy as np
 from numpy.typing import NDArray
@@ -84,25 +85,42 @@ class SafetyGuard:
         return np.asarray(now - self.since, dtype=np.float64)
 
     def start(self, now: float, position: ProgramPosition) -> dict[int, str]:
-        """Take over from each intersection's running program without a jump; returns the writes."""
+        """Take over from each intersection's running program without a jump; returns the writes.
+
+        In a green, the green simply continues. In a transition, the rest of the program's
+        transition runs on if it is legal; otherwise the model's transition from the green before
+        to the green after starts afresh (a program may, e.g., show a green beside a conflicting
+        yellow, which SUMO accepts but the guard does not)."""
         writes: dict[int, str] = {}
         for k, inter in enumerate(self.layout.intersections):
             p, elapsed = int(position.phase[k]), float(position.elapsed[k])
             g = inter.program_green_index[p]
             self.since[k] = now - elapsed
+            self._show(k, inter.program[p].state, check=False)
             if g >= 0:
                 self.green[k] = g
-            else:
-                steps = [(inter.program[p].state, inter.program[p].duration - elapsed)]
-                q = (p + 1) % len(inter.program)
-                while inter.program_green_index[q] < 0 and q != p:
-                    steps.append((inter.program[q].state, inter.program[q].duration))
-                    q = (q + 1) % len(inter.program)
-                self.target[k] = inter.program_green_index[q]
+                writes[k] = inter.program[p].state
+                continue
+            n = len(inter.program)
+            steps = [(inter.program[p].state, inter.program[p].duration - elapsed)]
+            q = (p + 1) % n
+            while inter.program_green_index[q] < 0 and q != p:
+                steps.append((inter.program[q].state, inter.program[q].duration))
+                q = (q + 1) % n
+            self.target[k] = inter.program_green_index[q]
+            chain = [state for state, _ in steps] + [inter.greens[self.target[k]]]
+            if all(not self._problems(k, a, b) for a, b in pairwise(chain)):
+                writes[k] = steps[0][0]
                 self._steps[k] = steps[1:]
                 self.step_until[k] = now + max(1.0, steps[0][1])
-            writes[k] = inter.program[p].state
-            self._show(k, writes[k], check=False)
+                continue
+            r = (p - 1) % n
+            while inter.program_green_index[r] < 0 and r != p:
+                r = (r - 1) % n
+            before = inter.program_green_index[r]
+            self._steps[k] = list(inter.transition(before, int(self.target[k]))) if before >= 0 else []
+            self.since[k] = now
+            self._advance(k, now, writes)
         self.red_since[:] = now
         return writes
 
@@ -151,7 +169,12 @@ class SafetyGuard:
             start = lay.signal_start[k]
             inter = lay.intersections[k]
             local = starved[start : start + inter.n_signals]
-            best = int(np.argmax(inter.serve_signals[:, local].sum(axis=1)))
+            # Serve the longest-starved signal first (so every one is reached however short
+            # max_red is), with the green that also serves the most other starved signals.
+            red_for = np.where(local, now - self.red_since[start : start + inter.n_signals], -1.0)
+            oldest = int(np.argmax(red_for))
+            count = inter.serve_signals[:, local].sum(axis=1)
+            best = int(np.argmax(np.where(inter.serve_signals[:, oldest], count, -1)))
             if best != requests[k]:
                 self.stats.max_red_preemptions += 1
                 requests[k] = best
