@@ -47,6 +47,7 @@ def bench(
     out: Annotated[Path | None, typer.Option(help="Write results.md, results.jsonl and PNG plots here.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Parallel SUMO processes (Ray).")] = 2,
     max_red: Annotated[float, typer.Option(min=1.0, help="Safety guard's max-red bound (s).")] = DEFAULT_MAX_RED_S,
+    policy: Annotated[Path | None, typer.Option(help="Weights (.npz) for the ai controller; default: shipped.")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address; default: local Ray.")] = None,
 ) -> None:
     """Benchmark controllers on scenarios with the RESCO metric, through the safety guard."""
@@ -57,12 +58,17 @@ def bench(
     from citysignal.scenarios import resolve
 
     names = [c for arg in controller for c in arg.split(",") if c]
-    for name in names:
-        make_controller(name)  # unknown names fail here, before any simulation starts
+    for name in names:  # unknown names and bad policies fail here, before any simulation starts
+        make_controller(name, policy if name == "ai" else None)
     resolved = [resolve(s, begin, end) for arg in scenario for s in arg.split(",") if s]
     for sc in resolved:  # a bad net fails here in one line, not inside a worker
         load_network(sc.net_file, sc.additional_files)
-    jobs = [Job(sc, c, DEFAULT_SEED + k, max_red) for sc in resolved for c in names for k in range(seeds)]
+    jobs = [
+        Job(sc, c, DEFAULT_SEED + k, max_red, policy if c == "ai" else None)
+        for sc in resolved
+        for c in names
+        for k in range(seeds)
+    ]
 
     err = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
@@ -86,6 +92,36 @@ def bench(
         (out / "results.jsonl").write_text(report.json_lines(results))
         plots = report.plot(results, out)
         err.print(f"wrote {out / 'results.md'}, {out / 'results.jsonl'} and {len(plots)} plot(s)")
+
+
+@app.command()
+def train(
+    scenarios: Annotated[str, typer.Option(help="Training scenarios, comma-separated (names or .sumocfg paths).")],
+    episodes: Annotated[int, typer.Option(min=1, help="PPO iterations; each rolls out every scenario once.")] = 20,
+    workers: Annotated[int, typer.Option(min=1, help="Rollout workers (Ray), one SUMO each.")] = 2,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address; default: local Ray.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of weights and rollouts.")] = 0,
+    out: Annotated[Path, typer.Option(help="Checkpoints, logs and best.npz go here.")] = Path("out/train"),
+    resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt.")] = False,
+    begin: Annotated[float | None, typer.Option(help="Training window start (s); default: each scenario's.")] = None,
+    end: Annotated[float | None, typer.Option(help="Training window end (s); default: each scenario's.")] = None,
+) -> None:
+    """Train the shared AI policy (PPO, parameter sharing) and export it for NumPy inference."""
+    from citysignal.scenarios import resolve
+
+    try:
+        from citysignal.learn.train import TrainConfig, Trainer
+    except ImportError as exc:
+        hint = "pip install torch==2.13.0 'citysignal[train]'"
+        raise UserError(f"training needs the train extra ({hint}): {exc}") from exc
+    resolved = [resolve(s, begin, end) for s in scenarios.split(",") if s]
+    config = TrainConfig(resolved, out, episodes=episodes, workers=workers, address=address, seed=seed, resume=resume)
+    err = Console(stderr=True)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                  TimeElapsedColumn(), console=err) as progress:  # fmt: skip
+        task = progress.add_task("training", total=1.0)
+        best = Trainer(config, lambda msg, frac: progress.update(task, completed=frac, description=msg)).run()
+    err.print(f"selected policy: {best} (log: {out / 'train_log.csv'})")
 
 
 def main() -> None:

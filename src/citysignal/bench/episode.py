@@ -45,9 +45,10 @@ def run_episode(
     seed: int,
     max_red: float = DEFAULT_MAX_RED_S,
     on_step: Callable[[float], None] | None = None,
+    policy: Path | None = None,
 ) -> EpisodeResult:
     """Run one episode; `on_step(fraction_done)` is called every recorded interval."""
-    controller = make_controller(controller_name)
+    controller = make_controller(controller_name, policy)
     network = load_network(scenario.net_file, scenario.additional_files)
     layout = Layout.from_network(network)
     guard = SafetyGuard(layout, max_red=max_red)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from citysignal.bench.episode import EpisodeResult, run_episode
 from citysignal.control.guard import DEFAULT_MAX_RED_S
@@ -22,6 +23,7 @@ class Job:
     controller: str
     seed: int
     max_red: float = DEFAULT_MAX_RED_S
+    policy: Path | None = None
 
     @property
     def label(self) -> str:
@@ -42,7 +44,7 @@ def run_jobs(
                 if on_done is not None:
                     on_done(job, frac)
 
-            results.append(run_episode(job.scenario, job.controller, job.seed, job.max_red, on_step=progress))
+            results.append(run_episode(job.scenario, job.controller, job.seed, job.max_red, progress, job.policy))
             progress(1.0)
         return results
     return _run_on_ray(jobs, workers, address, on_done)
@@ -59,7 +61,7 @@ def _run_on_ray(
         else:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     remote = ray.remote(num_cpus=1, max_retries=0)(run_episode)
-    refs = {remote.remote(j.scenario, j.controller, j.seed, j.max_red): i for i, j in enumerate(jobs)}
+    refs = {remote.remote(j.scenario, j.controller, j.seed, j.max_red, None, j.policy): i for i, j in enumerate(jobs)}
     results: list[EpisodeResult | None] = [None] * len(jobs)
     pending = list(refs)
     while pending:

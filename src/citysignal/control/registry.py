@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from citysignal.control.adaptive import Actuated, MaxPressure, Sotl
+from citysignal.control.ai import AiController
 from citysignal.control.base import Controller
 from citysignal.control.cycle import FixedTime, Webster
 from citysignal.errors import UserError
@@ -15,6 +17,7 @@ FACTORIES: dict[str, Callable[[], Controller]] = {
     "webster": Webster,
     "maxpressure": MaxPressure,
     "sotl": Sotl,
+    "ai": AiController,
 }
 
 
@@ -22,7 +25,12 @@ def controller_names() -> list[str]:
     return list(FACTORIES)
 
 
-def make_controller(name: str) -> Controller:
+def make_controller(name: str, policy: Path | None = None) -> Controller:
+    """A fresh controller; `policy` is the weights file of the `ai` controller (default: shipped)."""
+    if name == "ai":
+        return AiController(policy)
+    if policy is not None:
+        raise UserError(f"--policy applies to the ai controller, not '{name}'")
     try:
         return FACTORIES[name]()
     except KeyError:

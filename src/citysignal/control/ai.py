@@ -1,0 +1,206 @@
+"""The AI controller: one shared learned policy for every intersection of any city, in NumPy.
+
+Representation (in the spirit of FRAP / MPLight): a policy never sees "intersection 7" or "phase 3",
+only *movements* and the *greens* that serve them, so one set of weights fits 3-, 4- and 5-way
+junctions with 2-8 greens and any lane count:
+
+- per movement m: queue on its incoming lane, moving (approaching) vehicles there, queue on its
+  outgoing lane, occupancy of its outgoing lane (spillback), all scaled to O(1);
+- a shared movement encoder phi (2-layer MLP) maps each movement to an embedding; a green's embedding
+  is the sum over the movements it serves (order-free, any count);
+- a shared green head scores each green from its embedding, whether it is the current green and
+  how long it has run; plus a learned multiple of the green's max-pressure (the skip connection makes
+  the untrained policy a soft max-pressure and lets learning be a correction to it);
+- per intersection, a masked softmax over its own greens: the whole city is one batched pass.
+
+Robustness by design (published learners are unstable, e.g. RESCO's MPLight on cologne3 reached 84 s
+in its best and 747 s in its last episode):
+- every request goes through the safety guard (min green, transitions, conflicts, max-red bound);
+- out-of-distribution inputs (a movement feature beyond `ood_factor` x the largest seen in training,
+  or anything non-finite) make that intersection fall back to max-pressure for that decision;
+- decisions are greedy (argmax) at run time, every `interval` seconds, like the max-pressure it refines.
+
+Weights live in a small `.npz` (see `learn.export`); torch is needed only to train.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from citysignal.control.base import Controller
+from citysignal.errors import UserError
+from citysignal.network.layout import Layout
+from citysignal.twin.observation import Observation, ProgramPosition
+
+FloatArray = NDArray[np.float64]
+MOVEMENT_FEATURES = 4
+GREEN_FEATURES = 2
+QUEUE_SCALE = 10.0
+TIME_SCALE = 60.0
+PARAM_NAMES = ("w1", "b1", "w2", "b2", "w3", "b3", "w4", "b4", "alpha", "wv1", "bv1", "wv2", "bv2")
+
+
+def default_policy_path() -> Path:
+    return Path(str(resources.files("citysignal.control") / "policies" / "ai_default.npz"))
+
+
+@dataclass(frozen=True)
+class CityIndex:
+    """Per-layout index arrays the policy needs (built once per network)."""
+
+    serve_green: NDArray[np.int64]
+    serve_mov: NDArray[np.int64]
+    green_int: NDArray[np.int64]
+    slots: NDArray[np.int64]  # (intersections x max greens) global green index, -1 = padding
+    n_greens: int
+    n_intersections: int
+
+    @classmethod
+    def from_layout(cls, layout: Layout) -> CityIndex:
+        counts = np.bincount(layout.green_int, minlength=layout.n_intersections)
+        width = max(1, int(counts.max()))
+        slots = np.full((layout.n_intersections, width), -1, dtype=np.int64)
+        local = np.arange(layout.n_greens) - layout.green_start[layout.green_int]
+        slots[layout.green_int, local] = np.arange(layout.n_greens)
+        return cls(
+            layout.serve_green, layout.serve_mov, layout.green_int, slots, layout.n_greens, layout.n_intersections
+        )
+
+
+def movement_features(layout: Layout, obs: Observation) -> FloatArray:
+    """(movements x 4) inputs of the movement encoder."""
+    halting = obs.lane("halting")
+    moving = obs.lane("vehicles") - halting
+    occupancy = obs.lane("occupancy")
+    return np.stack(
+        [
+            halting[layout.mov_in] / QUEUE_SCALE,
+            moving[layout.mov_in] / QUEUE_SCALE,
+            halting[layout.mov_out] / QUEUE_SCALE,
+            occupancy[layout.mov_out] / 100.0,
+        ],
+        axis=-1,
+    )
+
+
+def green_features(layout: Layout, obs: Observation) -> FloatArray:
+    """(greens x 2): is it the current green, and for how long it has run (0 if not current)."""
+    local = np.arange(layout.n_greens) - layout.green_start[layout.green_int]
+    current = (obs.phase[layout.green_int] == local).astype(float)
+    return np.stack([current, current * np.minimum(obs.time_in_phase[layout.green_int], 120.0) / TIME_SCALE], axis=-1)
+
+
+def _relu(x: FloatArray) -> FloatArray:
+    return np.maximum(x, 0.0)
+
+
+def forward(
+    params: dict[str, FloatArray], index: CityIndex, mov: FloatArray, green: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Scores (greens) and values (intersections) for one city snapshot; mirrors `learn.model`."""
+    h = _relu(mov @ params["w1"] + params["b1"])
+    h = _relu(h @ params["w2"] + params["b2"])
+    emb = np.zeros((index.n_greens, h.shape[1]))
+    np.add.at(emb, index.serve_green, h[index.serve_mov])
+    pressure = np.bincount(index.serve_green, weights=mov[index.serve_mov, 0] - mov[index.serve_mov, 2],
+                           minlength=index.n_greens)  # fmt: skip
+    z = _relu(np.concatenate([emb, green], axis=-1) @ params["w3"] + params["b3"])
+    scores = z @ params["w4"][:, 0] + params["b4"][0] + params["alpha"][0] * pressure
+    pooled = np.zeros((index.n_intersections, h.shape[1]))
+    np.add.at(pooled, index.green_int, emb)
+    pooled /= np.maximum(np.bincount(index.green_int, minlength=index.n_intersections), 1)[:, None]
+    v = _relu(pooled @ params["wv1"] + params["bv1"])
+    values = v @ params["wv2"][:, 0] + params["bv2"][0]
+    return scores, values
+
+
+def masked_logits(index: CityIndex, scores: FloatArray) -> FloatArray:
+    """(intersections x max greens) scores with padding at -inf."""
+    padded = np.where(index.slots >= 0, scores[np.maximum(index.slots, 0)], -np.inf)
+    return np.asarray(padded, dtype=np.float64)
+
+
+def sample(logits: FloatArray, rng: np.random.Generator) -> NDArray[np.int64]:
+    """One green per intersection from its softmax (Gumbel-max: exact, vectorized)."""
+    gumbel = -np.log(-np.log(rng.uniform(1e-12, 1.0, size=logits.shape)))
+    choice: NDArray[np.int64] = np.argmax(logits + gumbel, axis=1).astype(np.int64)
+    return choice
+
+
+def log_softmax(logits: FloatArray) -> FloatArray:
+    top = logits.max(axis=1, keepdims=True)
+    shifted = logits - top
+    return np.asarray(shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True)), dtype=np.float64)
+
+
+def save_policy(path: Path, params: dict[str, FloatArray], feature_max: FloatArray, note: str = "") -> Path:
+    """Write weights, training feature maxima and a provenance note as one small .npz."""
+    arrays: dict[str, NDArray[np.generic]] = {"feature_max": feature_max, "note": np.array(note), **params}
+    np.savez(path, **arrays)  # type: ignore[arg-type]
+    return path
+
+
+def load_policy(path: Path) -> tuple[dict[str, FloatArray], FloatArray]:
+    """Weights and the per-feature maxima seen in training; a bad file is a one-line UserError."""
+    try:
+        with np.load(path) as data:
+            params = {k: np.asarray(data[k], dtype=np.float64) for k in PARAM_NAMES}
+            feature_max = np.asarray(data["feature_max"], dtype=np.float64)
+    except (OSError, KeyError, ValueError) as exc:
+        raise UserError(f"cannot load AI policy {path}: {exc}") from exc
+    return params, feature_max
+
+
+class AiController(Controller):
+    name: ClassVar[str] = "ai"
+    requires: ClassVar[frozenset[str]] = frozenset({"halting", "vehicles", "occupancy"})
+
+    def __init__(self, policy: Path | None = None, interval: float = 10.0, ood_factor: float = 1.5) -> None:
+        super().__init__()
+        self.policy_path = policy or default_policy_path()
+        self.params, self.feature_max = load_policy(self.policy_path)
+        self.interval = interval
+        self.ood_factor = ood_factor
+
+    def reset(self, layout: Layout, position: ProgramPosition, seed: int = 0) -> None:
+        super().reset(layout, position, seed)
+        self.index = CityIndex.from_layout(layout)
+        self.scores = np.zeros(layout.n_greens)
+        self.fallback = np.zeros(layout.n_intersections, dtype=bool)
+        self.request = self.hold_all()
+        self._next = -np.inf
+
+    def set_params(self, params: dict[str, FloatArray], feature_max: FloatArray) -> None:
+        """Swap in other weights (e.g. a training checkpoint under validation)."""
+        self.params, self.feature_max = params, feature_max
+
+    def decide(self, obs: Observation) -> NDArray[np.int64]:
+        if obs.time < self._next:
+            return self.hold_all()
+        self._next = obs.time + self.interval
+        lay = self.lay
+        mov = movement_features(lay, obs)
+        self.scores, _ = forward(self.params, self.index, mov, green_features(lay, obs))
+        choice = np.argmax(masked_logits(self.index, self.scores), axis=1)
+        odd = ~np.isfinite(mov).all(axis=1) | (mov > self.ood_factor * self.feature_max).any(axis=1)
+        self.fallback = np.bincount(lay.mov_int, weights=odd, minlength=lay.n_intersections) > 0
+        if self.fallback.any():
+            pressure = lay.per_green(np.nan_to_num(mov[:, 0] - mov[:, 2]))
+            choice = np.where(self.fallback, lay.argmax_green(pressure), choice)
+        self.request = choice.astype(np.int64)  # in a transition the guard carries it out afterwards
+        return self.request
+
+    def explain(self, k: int) -> str:
+        lay = self.lay
+        start, n = int(lay.green_start[k]), len(lay.intersections[k].greens)
+        scores = self.scores[start : start + n]
+        if self.fallback[k]:
+            return "AI inputs out of the training range here: fell back to max-pressure for this decision"
+        best = int(np.argmax(scores))
+        return f"AI policy: green {best} scored highest ({', '.join(f'{s:.2f}' for s in scores)})"

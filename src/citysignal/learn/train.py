@@ -1,0 +1,238 @@
+"""PPO with parameter sharing: one policy for every intersection of every training city.
+
+Each iteration, Ray workers (one SUMO each) roll the current weights out on every training scenario
+(NumPy, sampled actions); the learner then runs `epochs` passes of clipped PPO over that experience,
+one scenario-episode per minibatch, every intersection an agent of the same policy (RESCO's
+SharedAgent pattern, with action masks from the padding of each intersection's greens). Every
+`validate_every` iterations the greedy policy runs on held-back seeds of the same scenarios and the
+checkpoint with the lowest validation delay relative to max-pressure (measured on the same seeds)
+is kept, not the last or the best training episode.
+
+Outputs in `out`: `checkpoint.pt` (resumable: model, optimizer, iteration, log), `best.npz` (the
+selected policy, NumPy), `train_log.csv`, TensorBoard events when tensorboard is installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from citysignal.bench.episode import run_episode
+from citysignal.control.ai import CityIndex, save_policy
+from citysignal.learn.model import SharedPolicy
+from citysignal.learn.rollout import Rollout, rollout
+from citysignal.network import load_network
+from citysignal.network.layout import Layout
+from citysignal.scenarios import Scenario
+
+
+@dataclass
+class TrainConfig:
+    """Training settings; every field has a default that trained the shipped policy."""
+
+    scenarios: Sequence[Scenario]
+    out: Path
+    episodes: int = 20  # iterations; each rolls out every scenario once
+    workers: int = 2  # Ray workers (one SUMO process each)
+    address: str | None = None  # Ray cluster address; None starts Ray locally
+    seed: int = 0
+    lr: float = 1e-3
+    gamma: float = 0.9  # per 10 s decision: a horizon of about 100 s
+    lam: float = 0.95
+    clip: float = 0.2
+    epochs: int = 4
+    entropy: float = 0.003
+    value_coef: float = 0.5
+    validate_every: int = 2
+    validation_seeds: tuple[int, ...] = (10_001,)
+    resume: bool = False
+
+
+@dataclass
+class Progress:
+    iteration: int = 0
+    best_score: float = float("inf")
+    best_iteration: int = -1
+    log: list[dict[str, float]] = field(default_factory=list)
+
+
+def _gae(rewards: np.ndarray, values: np.ndarray, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Advantages and returns per (time, intersection); the last step bootstraps on its own value."""
+    adv = np.zeros_like(rewards)
+    last = np.zeros(rewards.shape[1])
+    for t in reversed(range(len(rewards))):
+        nxt = values[t + 1] if t + 1 < len(values) else values[t]
+        delta = rewards[t] + gamma * nxt - values[t]
+        last = delta + gamma * lam * last
+        adv[t] = last
+    return adv, adv + values
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, on_progress: Callable[[str, float], None] | None = None) -> None:
+        self.config = config
+        self.on_progress = on_progress or (lambda msg, frac: None)
+        torch.manual_seed(config.seed)
+        torch.set_num_threads(1)
+        self.model = SharedPolicy(seed=config.seed)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
+        self.progress = Progress()
+        self.feature_max = np.ones(4)
+        self.indexes = {
+            sc.name: CityIndex.from_layout(Layout.from_network(load_network(sc.net_file, sc.additional_files)))
+            for sc in config.scenarios
+        }
+        config.out.mkdir(parents=True, exist_ok=True)
+        self.checkpoint = config.out / "checkpoint.pt"
+        if config.resume and self.checkpoint.exists():
+            state = torch.load(self.checkpoint, weights_only=False)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.progress = state["progress"]
+            self.feature_max = state["feature_max"]
+        self.baseline: dict[str, float] = {}
+        self._writer = self._tensorboard()
+
+    def _tensorboard(self) -> object | None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            return None
+        return SummaryWriter(str(self.config.out / "tensorboard"))
+
+    # parallel rollouts ------------------------------------------------------------------------
+    def _map(self, fn: Callable[..., object], args: list[tuple[object, ...]]) -> list[object]:
+        cfg = self.config
+        if cfg.address is None and cfg.workers <= 1:
+            return [fn(*a) for a in args]
+        import ray
+
+        if not ray.is_initialized():
+            if cfg.address:
+                ray.init(address=cfg.address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=cfg.workers, include_dashboard=False, log_to_driver=False)
+        remote = ray.remote(num_cpus=1, max_retries=0)(fn)
+        return list(ray.get([remote.remote(*a) for a in args]))
+
+    # the loop -----------------------------------------------------------------------------------
+    def run(self) -> Path:
+        cfg = self.config
+        if not self.baseline:
+            self.on_progress("max-pressure baseline on validation seeds", 0.0)
+            jobs = [(sc, "maxpressure", s) for sc in cfg.scenarios for s in cfg.validation_seeds]
+            runs = self._map(run_episode, jobs)
+            for sc in cfg.scenarios:
+                delays = [r.metrics["resco_delay"] for r in runs if r.scenario == sc.name]  # type: ignore[attr-defined]
+                self.baseline[sc.name] = float(np.mean(delays))
+        while self.progress.iteration < cfg.episodes:
+            it = self.progress.iteration
+            started = time.perf_counter()
+            params = self.model.numpy_params()
+            seeds = [cfg.seed * 100_000 + it * len(cfg.scenarios) + j for j in range(len(cfg.scenarios))]
+            jobs = [(sc, params, s) for sc, s in zip(cfg.scenarios, seeds, strict=True)]
+            rollouts: list[Rollout] = self._map(rollout, jobs)  # type: ignore[assignment]
+            self.feature_max = np.maximum(self.feature_max, np.max([r.feature_max for r in rollouts], axis=0))
+            losses = self._update(rollouts)
+            row: dict[str, float] = {
+                "iteration": it,
+                "train_delay": float(np.mean([r.metrics["resco_delay"] for r in rollouts])),
+                "reward": float(np.mean([np.mean(r.rewards) for r in rollouts])),
+                **losses,
+                "alpha": float(self.model.alpha.item()),
+                "seconds": time.perf_counter() - started,
+            }
+            for r in rollouts:
+                row[f"train_delay/{r.scenario.name}"] = r.metrics["resco_delay"]
+            if (it + 1) % cfg.validate_every == 0 or it + 1 == cfg.episodes:
+                row.update(self._validate())
+            self.progress.log.append(row)
+            self.progress.iteration += 1
+            self._save(row)
+            self.on_progress(
+                f"iteration {it + 1}/{cfg.episodes}: train delay {row['train_delay']:.1f} s", (it + 1) / cfg.episodes
+            )
+        return cfg.out / "best.npz"
+
+    def _update(self, rollouts: list[Rollout]) -> dict[str, float]:
+        cfg = self.config
+        batches = []
+        for r in rollouts:
+            rewards, values = np.array(r.rewards), np.array(r.values)
+            adv, ret = _gae(rewards, values, cfg.gamma, cfg.lam)
+            batches.append((r, adv, ret))
+        flat = np.concatenate([b[1].ravel() for b in batches])
+        mean, scale = flat.mean(), flat.std() + 1e-8
+        totals = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0}
+        count = 0
+        for _ in range(cfg.epochs):
+            for r, adv, ret in batches:
+                index = self.indexes[r.scenario.name]
+                mov = torch.as_tensor(np.array(r.mov), dtype=torch.float64)
+                green = torch.as_tensor(np.array(r.green), dtype=torch.float64)
+                actions = torch.as_tensor(np.array(r.actions))
+                old_logp = torch.as_tensor(np.array(r.logp))
+                advantage = torch.as_tensor((adv - mean) / scale)
+                returns = torch.as_tensor(ret)
+                scores, values = self.model(index, mov, green)
+                logp_all = self.model.log_probs(index, scores)
+                logp = logp_all.gather(-1, actions[..., None])[..., 0]
+                ratio = torch.exp(logp - old_logp)
+                policy_loss = -torch.min(ratio * advantage, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * advantage).mean()
+                probs = torch.exp(logp_all).nan_to_num(0.0)
+                entropy = -(probs * logp_all.nan_to_num(0.0, neginf=0.0)).sum(-1).mean()
+                value_loss = ((values - returns) ** 2).mean()
+                loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy * entropy
+                self.optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                self.optimizer.step()
+                totals["policy_loss"] += policy_loss.item()
+                totals["value_loss"] += value_loss.item()
+                totals["entropy"] += entropy.item()
+                count += 1
+        return {k: v / max(count, 1) for k, v in totals.items()}
+
+    def _validate(self) -> dict[str, float]:
+        cfg = self.config
+        params = self.model.numpy_params()
+        jobs = [(sc, params, s, True) for sc in cfg.scenarios for s in cfg.validation_seeds]
+        results: list[Rollout] = self._map(rollout, jobs)  # type: ignore[assignment]
+        out: dict[str, float] = {}
+        ratios = []
+        for sc in cfg.scenarios:
+            delay = float(np.mean([r.metrics["resco_delay"] for r in results if r.scenario.name == sc.name]))
+            out[f"val_delay/{sc.name}"] = delay
+            ratios.append(delay / max(self.baseline[sc.name], 1e-6))
+        score = float(np.mean(ratios))
+        out["val_score"] = score
+        if score < self.progress.best_score:
+            self.progress.best_score = score
+            self.progress.best_iteration = self.progress.iteration
+            names = ", ".join(sc.name for sc in cfg.scenarios)
+            note = f"citysignal PPO shared policy; trained on {names}; iteration {self.progress.iteration}; "
+            note += f"validation delay / max-pressure = {score:.3f}; config {asdict(cfg) | {'scenarios': names}}"
+            save_policy(cfg.out / "best.npz", params, self.feature_max, note)
+        return out
+
+    def _save(self, row: dict[str, float]) -> None:
+        torch.save(
+            {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+             "progress": self.progress, "feature_max": self.feature_max},
+            self.checkpoint,
+        )
+        log = self.config.out / "train_log.csv"
+        keys = sorted({k for r in self.progress.log for k in r})
+        with log.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.progress.log)
+        if self._writer is not None:
+            for key, value in row.items():
+                self._writer.add_scalar(key, value, int(row["iteration"]))  # type: ignore[attr-defined]
