@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.table import Table
 
 from citysignal.control.guard import DEFAULT_MAX_RED_S
 from citysignal.errors import UserError
+
+if TYPE_CHECKING:
+    from citysignal.bench.parallel import Job
 from citysignal.twin.session import DEFAULT_SEED
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -71,8 +74,7 @@ def bench(
     ]
 
     err = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), console=err, transient=as_json) as progress:  # fmt: skip
+    with _progress(err, transient=as_json) as progress:
         task = progress.add_task(f"{len(jobs)} run(s)", total=len(jobs))
         finished: dict[str, float] = {}
 
@@ -92,6 +94,69 @@ def bench(
         (out / "results.jsonl").write_text(report.json_lines(results))
         plots = report.plot(results, out)
         err.print(f"wrote {out / 'results.md'}, {out / 'results.jsonl'} and {len(plots)} plot(s)")
+
+
+def _progress(console: Console, transient: bool = False) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
+                    TimeElapsedColumn(), console=console, transient=transient)  # fmt: skip
+
+
+@app.command()
+def demo(
+    quick: Annotated[bool, typer.Option(help="20 minutes of the peak instead of the 3-hour evening.")] = False,
+    out: Annotated[Path, typer.Option(help="Where report.html and results.json go.")] = Path("out/demo"),
+    controller: Annotated[list[str], typer.Option("--controller", "-c", help="Controllers to compare.")] = [  # noqa: B006
+        "ai", "maxpressure", "actuated", "fixed"
+    ],
+    workers: Annotated[int, typer.Option(min=1, help="Parallel SUMO processes (Ray).")] = 2,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address; default: local Ray.")] = None,
+) -> None:
+    """The city evening peak: AI against fixed-time, actuated and max-pressure, with an HTML report."""
+    from citysignal.bench.demo import KPIS, run_demo
+    from citysignal.control import make_controller
+
+    names = [c for arg in controller for c in arg.split(",") if c]
+    for name in names:
+        make_controller(name)
+    err = Console(stderr=True)
+    with _progress(err) as progress:
+        task = progress.add_task(f"evening peak, {len(names)} controllers", total=len(names))
+        finished: dict[str, float] = {}
+
+        def on_done(job: Job, frac: float) -> None:
+            finished[job.label] = frac
+            progress.update(task, completed=sum(finished.values()), description=job.label)
+
+        result = run_demo(out, quick=quick, controllers=names, workers=workers, address=address, on_done=on_done)
+    table = Table(title=f"{result.scenario.name} {result.scenario.begin:g}-{result.scenario.end:g} s")
+    table.add_column("controller")
+    for _, label, _ in KPIS:
+        table.add_column(label, justify="right")
+    for r in result.results:
+        table.add_row(r.controller, *(fmt.format(r.metrics[k]) for k, _, fmt in KPIS))
+    Console().print(table)
+    err.print(f"report: {result.html_path}  (numbers: {result.json_path})")
+
+
+@app.command()
+def profile(
+    scenario: Annotated[str, typer.Argument(help="Bundled scenario name or .sumocfg path.")],
+    out: Annotated[Path, typer.Option(help="Folder for the reshaped routes and .sumocfg.")],
+    name: Annotated[str, typer.Option("--profile", help="Demand profile: evening-peak or flat.")] = "evening-peak",
+    begin: Annotated[float, typer.Option(help="Window start, s since midnight.")] = 16 * 3600.0,
+    end: Annotated[float, typer.Option(help="Window end, s since midnight.")] = 19 * 3600.0,
+    peak_factor: Annotated[float, typer.Option(help="Peak rate as a multiple of the scenario's mean rate.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+) -> None:
+    """Reshape a scenario's demand to a time-of-day profile (e.g. the evening peak)."""
+    from citysignal.scenarios import resolve
+    from citysignal.scenarios.profiles import get_profile, reshape
+
+    shape = get_profile(name)
+    if peak_factor <= 0:
+        raise UserError(f"peak factor must be > 0, got {peak_factor:g}")
+    sc = reshape(resolve(scenario), shape, out, begin, end, peak_factor, seed)
+    Console(stderr=True).print(f"wrote {sc.sumocfg} ({sc.begin:g}-{sc.end:g} s)")
 
 
 @app.command()
@@ -117,8 +182,7 @@ def train(
     resolved = [resolve(s, begin, end) for s in scenarios.split(",") if s]
     config = TrainConfig(resolved, out, episodes=episodes, workers=workers, address=address, seed=seed, resume=resume)
     err = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.percentage:>3.0f}%"),
-                  TimeElapsedColumn(), console=err) as progress:  # fmt: skip
+    with _progress(err) as progress:
         task = progress.add_task("training", total=1.0)
         best = Trainer(config, lambda msg, frac: progress.update(task, completed=frac, description=msg)).run()
     err.print(f"selected policy: {best} (log: {out / 'train_log.csv'})")

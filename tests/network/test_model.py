@@ -31,6 +31,7 @@ EXPECTED_TLS = {
     "ingolstadt7": 7,
     "ingolstadt21": 21,
     "manhattan_28x7": 196,
+    "manhattan_evening_peak": 196,  # the same net under a synthetic evening-peak demand
 }
 
 

@@ -26,6 +26,7 @@ WINDOWS = {
     "hangzhou_4x4": (0, 3600),
     "manhattan_28x7": (0, 3600),
     "bologna_joined": (0, 3600),
+    "manhattan_evening_peak": (57600, 68400),
 }
 
 

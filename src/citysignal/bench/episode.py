@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from citysignal.bench.metrics import delay_by_depart, trip_metrics
 from citysignal.control import SafetyGuard, make_controller
 from citysignal.control.guard import DEFAULT_MAX_RED_S
@@ -31,6 +33,9 @@ class EpisodeResult:
     delay_t: list[float] = field(default_factory=list)
     delay: list[float] = field(default_factory=list)
     violation_log: list[str] = field(default_factory=list)
+    intersection_queue: dict[str, float] = field(default_factory=dict)  # mean over the episode
+    snapshot_time: float = 0.0
+    snapshot: dict[str, float] = field(default_factory=dict)  # lane -> halting at snapshot_time
 
     def row(self) -> dict[str, object]:
         from citysignal.bench.metrics import METRIC_KEYS
@@ -46,8 +51,12 @@ def run_episode(
     max_red: float = DEFAULT_MAX_RED_S,
     on_step: Callable[[float], None] | None = None,
     policy: Path | None = None,
+    snapshot_at: float | None = None,
 ) -> EpisodeResult:
-    """Run one episode; `on_step(fraction_done)` is called every recorded interval."""
+    """Run one episode; `on_step(fraction_done)` is called every recorded interval.
+
+    Every `RECORD_EVERY_S` it records the city's queue and each intersection's; at `snapshot_at`
+    (default: mid-window) it keeps every observed lane's queue, for congestion maps."""
     controller = make_controller(controller_name, policy)
     network = load_network(scenario.net_file, scenario.additional_files)
     layout = Layout.from_network(network)
@@ -60,14 +69,17 @@ def run_episode(
         extra = (write_actuated(layout.intersections, tmp / "actuated.add.xml"),) if monitor else ()
         started = time.perf_counter()
         steps = teleports = 0
+        snap_t = (scenario.begin + scenario.end) / 2 if snapshot_at is None else snapshot_at
+        queue_sum = np.zeros(layout.n_intersections)
         with Twin(scenario, layout, seed=seed, fields=controller.requires | {"halting"},
                   tripinfo=tripinfo, extra_additional=extra) as twin:  # fmt: skip
             now = twin.time
             position = twin.program_position()
             controller.reset(layout, position, seed)
-            writes = guard.start(now, position)
-            if not monitor:
-                twin.write(writes)
+            if monitor:
+                guard.adopt(now, twin.states())
+            else:
+                twin.write(guard.start(now, position))
             while not twin.done:
                 now = twin.time
                 obs = twin.observe(guard.green.copy(), guard.time_in_phase(now))
@@ -76,8 +88,13 @@ def run_episode(
                 else:
                     twin.write(guard.apply(now, controller.decide(obs), obs.lane("halting")))
                 if steps % RECORD_EVERY_S == 0:
+                    halting = obs.lane("halting")
                     result.queue_t.append(now)
-                    result.queue.append(float(obs.lane("halting").sum()))
+                    result.queue.append(float(halting.sum()))
+                    queue_sum += layout.queue_per_intersection(halting)
+                    if not result.snapshot and now >= snap_t:
+                        result.snapshot_time = now
+                        result.snapshot = dict(zip(layout.lanes, halting.tolist(), strict=True))
                     if on_step is not None:
                         on_step((now - scenario.begin) / (scenario.end - scenario.begin))
                 twin.step()
@@ -86,7 +103,10 @@ def run_episode(
         wall = time.perf_counter() - started
         metrics: dict[str, float] = dict(trip_metrics(tripinfo))
         result.delay_t, result.delay = delay_by_depart(tripinfo, scenario.begin, scenario.end)
+    samples = max(len(result.queue), 1)
+    result.intersection_queue = dict(zip(layout.ids, (queue_sum / samples).tolist(), strict=True))
     metrics.update(
+        max_queue=max(result.queue, default=0.0),
         teleports=teleports,
         safety_violations=guard.stats.violations,
         refused=guard.stats.refused,

@@ -24,6 +24,7 @@ class Job:
     seed: int
     max_red: float = DEFAULT_MAX_RED_S
     policy: Path | None = None
+    snapshot_at: float | None = None
 
     @property
     def label(self) -> str:
@@ -44,7 +45,9 @@ def run_jobs(
                 if on_done is not None:
                     on_done(job, frac)
 
-            results.append(run_episode(job.scenario, job.controller, job.seed, job.max_red, progress, job.policy))
+            results.append(
+                run_episode(job.scenario, job.controller, job.seed, job.max_red, progress, job.policy, job.snapshot_at)
+            )
             progress(1.0)
         return results
     return _run_on_ray(jobs, workers, address, on_done)
@@ -61,7 +64,10 @@ def _run_on_ray(
         else:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     remote = ray.remote(num_cpus=1, max_retries=0)(run_episode)
-    refs = {remote.remote(j.scenario, j.controller, j.seed, j.max_red, None, j.policy): i for i, j in enumerate(jobs)}
+    refs = {
+        remote.remote(j.scenario, j.controller, j.seed, j.max_red, None, j.policy, j.snapshot_at): i
+        for i, j in enumerate(jobs)
+    }
     results: list[EpisodeResult | None] = [None] * len(jobs)
     pending = list(refs)
     while pending:

@@ -6,11 +6,15 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.table import Table
 
 from citysignal.bench.episode import EpisodeResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TABLE_COLUMNS = (
     ("resco_delay", "RESCO delay s", "{:.1f}"),
@@ -69,11 +73,29 @@ def json_lines(results: Sequence[EpisodeResult]) -> str:
     return "".join(json.dumps(r.row()) + "\n" for r in results)
 
 
-def plot(results: Sequence[EpisodeResult], out_dir: Path) -> list[Path]:
-    """Per scenario: RESCO delay by departure time and city queue over time, one line per controller."""
+def delay_queue_figure(runs: Sequence[EpisodeResult], title: str) -> Figure:
+    """RESCO delay by scheduled departure and city queue over time, one line per controller (first seed)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_delay, ax_queue) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for controller in dict.fromkeys(r.controller for r in runs):
+        first = next(r for r in runs if r.controller == controller)
+        ax_delay.plot(np.array(first.delay_t) / 60, first.delay, marker="o", label=controller)
+        ax_queue.plot(np.array(first.queue_t) / 60, first.queue, label=controller)
+    ax_delay.set(title=f"{title}: RESCO delay by scheduled departure", xlabel="time (min)", ylabel="s/vehicle")
+    ax_queue.set(title=f"{title}: vehicles queued at signals", xlabel="time (min)", ylabel="halting vehicles")
+    for ax in (ax_delay, ax_queue):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot(results: Sequence[EpisodeResult], out_dir: Path) -> list[Path]:
+    """One PNG per scenario with `delay_queue_figure`."""
     import matplotlib.pyplot as plt
 
     written = []
@@ -81,17 +103,7 @@ def plot(results: Sequence[EpisodeResult], out_dir: Path) -> list[Path]:
     for r in results:
         by_scenario[r.scenario].append(r)
     for scenario, runs in by_scenario.items():
-        fig, (ax_delay, ax_queue) = plt.subplots(1, 2, figsize=(12, 4.5))
-        for controller in dict.fromkeys(r.controller for r in runs):
-            first = next(r for r in runs if r.controller == controller)
-            ax_delay.plot(np.array(first.delay_t) / 60, first.delay, marker="o", label=controller)
-            ax_queue.plot(np.array(first.queue_t) / 60, first.queue, label=controller)
-        ax_delay.set(title=f"{scenario}: RESCO delay by scheduled departure", xlabel="time (min)", ylabel="s/vehicle")
-        ax_queue.set(title=f"{scenario}: vehicles queued at signals", xlabel="time (min)", ylabel="halting vehicles")
-        for ax in (ax_delay, ax_queue):
-            ax.grid(alpha=0.3)
-            ax.legend()
-        fig.tight_layout()
+        fig = delay_queue_figure(runs, scenario)
         path = out_dir / f"{scenario}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)

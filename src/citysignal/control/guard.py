@@ -233,13 +233,22 @@ class SafetyGuard:
             self._checked[key] = problems
         return self._checked[key]
 
+    def adopt(self, now: float, states: list[str]) -> None:
+        """Start monitoring a program SUMO runs itself, from the states it shows now."""
+        for k, state in enumerate(states):
+            self._show(k, state, check=False)
+            self._track(k, state, now)
+        self.red_since[:] = now
+
     def monitor(self, now: float, states: list[str]) -> None:
         """Check the states SUMO shows when it runs a program itself; track phase and time."""
         for k, state in enumerate(states):
-            if state == self.shown[k]:
-                continue
-            self._show(k, state)
-            greens = self.layout.intersections[k].greens
-            self.green[k] = greens.index(state) if state in greens else HOLD
-            self.since[k] = now
+            if state != self.shown[k]:
+                self._show(k, state)
+                self._track(k, state, now)
         self.red_since[self._shown_served] = now
+
+    def _track(self, k: int, state: str, now: float) -> None:
+        greens = self.layout.intersections[k].greens
+        self.green[k] = greens.index(state) if state in greens else HOLD
+        self.since[k] = now

@@ -39,8 +39,6 @@ class CityCore:
         self.interval = interval
         self.tripinfo = tripinfo
         self.layout = Layout.from_network(load_network(scenario.net_file, scenario.additional_files))
-        pairs = np.unique(self.layout.mov_int * len(self.layout.lanes) + self.layout.mov_in)
-        self._own_int, self._own_lane = np.divmod(pairs, len(self.layout.lanes))
         self.twin: Twin | None = None
         self.guard = SafetyGuard(self.layout)
         self.obs: Observation | None = None
@@ -65,10 +63,6 @@ class CityCore:
         now = self.twin.time
         return self.twin.observe(self.guard.green.copy(), self.guard.time_in_phase(now))
 
-    def queue_per_intersection(self, obs: Observation) -> NDArray[np.float64]:
-        halting = obs.lane("halting")
-        return np.bincount(self._own_int, weights=halting[self._own_lane], minlength=self.layout.n_intersections)
-
     def step(self, requests: NDArray[np.int64]) -> Step:
         """Apply one decision per intersection (or HOLD) and run `interval` seconds."""
         twin = self.twin
@@ -86,7 +80,7 @@ class CityCore:
             twin.write(self.guard.apply(twin.time, wanted, obs.lane("halting")))
             twin.step()
             obs = self._observe()
-            queued += self.queue_per_intersection(obs)
+            queued += self.layout.queue_per_intersection(obs.lane("halting"))
         self.obs = obs
         return Step(obs, -queued / self.interval / 10.0, twin.done)
 

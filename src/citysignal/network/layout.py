@@ -103,6 +103,17 @@ class Layout:
     def incoming_lanes(self) -> IntArray:
         return np.unique(self.mov_in)
 
+    @cached_property
+    def _own_lanes(self) -> tuple[IntArray, IntArray]:
+        pairs = np.unique(self.mov_int * len(self.lanes) + self.mov_in)
+        owner, lane = np.divmod(pairs, len(self.lanes))
+        return owner, lane
+
+    def queue_per_intersection(self, halting: FloatArray) -> FloatArray:
+        """Vehicles halting on each intersection's incoming lanes (each lane counted once)."""
+        owner, lane = self._own_lanes
+        return np.bincount(owner, weights=halting[lane], minlength=self.n_intersections).astype(np.float64)
+
     def per_green(self, per_movement: FloatArray) -> FloatArray:
         """Sum a per-movement quantity over the movements each green serves."""
         return np.bincount(self.serve_green, weights=per_movement[self.serve_mov], minlength=self.n_greens).astype(
