@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -20,6 +21,66 @@ from citysignal.twin.session import DEFAULT_SEED
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="City-wide adaptive traffic-signal control on an Eclipse SUMO digital twin.")  # fmt: skip
+
+
+plan_app = typer.Typer(no_args_is_help=True, help="Fixed-time fallback plans (Webster, time of day, green waves).")
+app.add_typer(plan_app, name="plan")
+
+
+def _period(text: str) -> tuple[float, float]:
+    """'16:00-17:30' or '57600-63000' -> seconds since midnight."""
+
+    def seconds(part: str) -> float:
+        if ":" in part:
+            h, m = part.split(":", 1)
+            return int(h) * 3600.0 + int(m) * 60.0
+        return float(part)
+
+    try:
+        a, b = (seconds(p.strip()) for p in text.split("-", 1))
+    except ValueError:
+        raise UserError(f"bad period '{text}': use HH:MM-HH:MM or seconds like 57600-61200") from None
+    if b <= a:
+        raise UserError(f"bad period '{text}': it ends before it starts")
+    return a, b
+
+
+@plan_app.command("export")
+def plan_export(
+    scenario: Annotated[str, typer.Argument(help="Bundled scenario name or .sumocfg path.")],
+    out: Annotated[Path, typer.Option(help="The additional file to write (.add.xml).")],
+    period: Annotated[list[str], typer.Option(help="Time-of-day period HH:MM-HH:MM (repeat); default: hourly.")] = [],  # noqa: B006
+    coordinate: Annotated[bool, typer.Option(help="Common cycle and green-wave offsets.")] = True,
+    max_cycle: Annotated[float, typer.Option(min=30.0, help="Longest cycle Webster may choose (s).")] = 120.0,
+) -> None:
+    """Webster plans per time-of-day period from the scenario's demand, as a SUMO additional file."""
+    from citysignal.network import load_network
+    from citysignal.network.layout import Layout
+    from citysignal.plan import timing
+    from citysignal.plan.export import write_plans
+    from citysignal.scenarios import resolve
+
+    sc = resolve(scenario)
+    network = load_network(sc.net_file, sc.additional_files)
+    layout = Layout.from_network(network)
+    windows = [_period(p) for p in period] or [
+        (t, min(t + 3600.0, sc.end)) for t in np.arange(sc.begin, sc.end, 3600.0).tolist()
+    ]
+    periods = []
+    table = Table(title=f"plans for {sc.name}")
+    for col in ("period", "mean cycle (s)", "max cycle (s)", "signals"):
+        table.add_column(col, justify="right")
+    for a, b in sorted(windows):
+        flows = timing.movement_flows(sc, layout, a, b)
+        plans = timing.webster_plans(layout, flows, c_max=max_cycle)
+        if coordinate:
+            plans = timing.coordinate(network, layout, plans, flows)
+        periods.append((a, plans))
+        cycles = [p.cycle for p in plans]
+        table.add_row(f"{a:g}-{b:g}", f"{np.mean(cycles):.0f}", f"{max(cycles):.0f}", str(len(plans)))
+    write_plans(periods, out)
+    Console().print(table)
+    Console(stderr=True).print(f"wrote {out}")
 
 
 @app.command()
@@ -186,6 +247,11 @@ def train(
         task = progress.add_task("training", total=1.0)
         best = Trainer(config, lambda msg, frac: progress.update(task, completed=frac, description=msg)).run()
     err.print(f"selected policy: {best} (log: {out / 'train_log.csv'})")
+
+
+from citysignal.service.command import serve  # noqa: E402
+
+app.command(name="serve")(serve)
 
 
 def main() -> None:

@@ -11,9 +11,9 @@ Y = sum y_i, lost time L = sum of the cycle's transition times, optimal cycle
 C = (1.5 L + 5) / (1 - Y) clamped to [c_min, c_max], and effective greens (C - L) y_i / Y, each at
 least its min green. Assumes under-saturated, stationary demand within a period and one saturation
 flow for every lane; near or above saturation (Y -> 1) the formula diverges and the cycle sits at
-c_max. Stop-line detectors count lanes, not turns: a lane whose movements are served by several
-greens (a shared through/left lane) has its flow split between them in proportion to the number of
-its movements each serves. SUMO's
+c_max. A green's critical ratio is that of its busiest lane, counting only the movements the green
+serves (`critical_ratios`). Stop-line detectors count lanes, not turns, so online a lane's flow is
+split evenly over its movements; offline plans (`citysignal.plan`) use the routes' exact turns. SUMO's
 `tools/tlsCycleAdaptation.py` applies the same formula to route-file flows offline; here it runs
 online from detector counts.
 """
@@ -31,6 +31,24 @@ from citysignal.network.model import Intersection
 from citysignal.twin.observation import Observation, ProgramPosition
 
 SATURATION_FLOW_VEH_S = 0.5  # 1800 veh/h per lane
+
+
+def critical_ratios(layout: Layout, movement_flow: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Per green: the flow ratio (veh/s over saturation flow) of its busiest lane, counting only the
+    movements of that lane the green serves."""
+    n_lanes = len(layout.lanes)
+    key = layout.serve_green * n_lanes + layout.mov_in[layout.serve_mov]
+    pairs, inverse = np.unique(key, return_inverse=True)
+    per_pair = np.bincount(inverse, weights=movement_flow[layout.serve_mov], minlength=len(pairs))
+    ratio = np.zeros(layout.n_greens)
+    np.maximum.at(ratio, pairs // n_lanes, per_pair / SATURATION_FLOW_VEH_S)
+    return ratio
+
+
+def split_lane_flow(layout: Layout, lane_flow: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Movement flows from lane counts, each lane's flow split evenly over its movements."""
+    per_lane = np.bincount(layout.mov_in, minlength=len(layout.lanes))
+    return np.asarray(lane_flow[layout.mov_in] / per_lane[layout.mov_in], dtype=np.float64)
 
 
 def webster_cycle(
@@ -137,11 +155,6 @@ class Webster(CycleController):
 
     def reset(self, layout: Layout, position: ProgramPosition, seed: int = 0) -> None:
         super().reset(layout, position, seed)
-        n_lanes = len(layout.lanes)
-        pairs, per_pair = np.unique(layout.serve_green * n_lanes + layout.mov_in[layout.serve_mov], return_counts=True)
-        self._gl_green, self._gl_lane = np.divmod(pairs, n_lanes)
-        per_lane = np.bincount(self._gl_lane, weights=per_pair, minlength=n_lanes)
-        self._gl_share = per_pair / per_lane[self._gl_lane]
         self._last_counts: NDArray[np.float64] | None = None
         self._last_time = 0.0
         self.cycle_length = np.array(
@@ -166,9 +179,7 @@ class Webster(CycleController):
 
     def _retime(self, lane_flow: NDArray[np.float64]) -> None:
         lay = self.lay
-        green_ratio = np.zeros(lay.n_greens)
-        shared = lane_flow[self._gl_lane] * self._gl_share / SATURATION_FLOW_VEH_S
-        np.maximum.at(green_ratio, self._gl_green, shared)
+        green_ratio = critical_ratios(lay, split_lane_flow(lay, lane_flow))
         for k, inter in enumerate(lay.intersections):
             runs = slice(int(self.run_first[k]), self._run_end(k))
             greens = self.run_green[runs]

@@ -1,0 +1,2 @@
+"""Planning: fixed-time fallback plans (Webster per time-of-day period, green-wave offsets) as SUMO
+additional files."""
