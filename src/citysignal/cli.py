@@ -220,6 +220,27 @@ def profile(
     Console(stderr=True).print(f"wrote {sc.sumocfg} ({sc.begin:g}-{sc.end:g} s)")
 
 
+@app.command("import-osm")
+def import_osm(
+    osm: Annotated[Path, typer.Argument(help="OpenStreetMap extract (.osm or .osm.xml, optionally .gz).")],
+    out: Annotated[Path, typer.Option(help="Folder for the net, routes and .sumocfg.")],
+    name: Annotated[str, typer.Option("--profile", help="Demand profile: evening-peak or flat.")] = "evening-peak",
+    hours: Annotated[float, typer.Option(help="Length of the scenario (h), from --begin.")] = 3.0,
+    begin: Annotated[float, typer.Option(help="Start, s since midnight.")] = 16 * 3600.0,
+    density: Annotated[float, typer.Option(help="Trips per hour per km of road at the base rate.")] = 60.0,
+    peak_factor: Annotated[float, typer.Option(help="Peak rate as a multiple of the base rate.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed of the synthetic demand.")] = 0,
+) -> None:
+    """Import a city from OSM (netconvert) with synthetic demand under a profile, ready for bench/demo/serve."""
+    from citysignal.network.osm import import_osm as build
+    from citysignal.scenarios.profiles import get_profile
+
+    shape = get_profile(name)
+    with Console(stderr=True).status("netconvert, randomTrips, duarouter..."):
+        sc = build(osm, out, shape, hours, begin, density, peak_factor, seed)
+    Console(stderr=True).print(f"wrote {sc.sumocfg} ({sc.begin:g}-{sc.end:g} s)")
+
+
 @app.command()
 def train(
     scenarios: Annotated[str, typer.Option(help="Training scenarios, comma-separated (names or .sumocfg paths).")],

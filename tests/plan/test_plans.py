@@ -14,7 +14,7 @@ from citysignal.network import load_network
 from citysignal.network.layout import Layout
 from citysignal.plan import timing
 from citysignal.plan.export import write_plans
-from citysignal.scenarios import load_sumocfg
+from citysignal.scenarios import load_sumocfg, resolve
 from citysignal.sumo_home import binary
 
 FLOWS_VEH_H = {("left0A0", "A0right0"): 600, ("right0A0", "A0left0"): 300,
@@ -91,7 +91,7 @@ def test_time_of_day_plans_load_and_run_in_sumo(tmp_path: Path) -> None:
 
 
 def test_green_wave_offsets_follow_travel_times() -> None:
-    sc = load_sumocfg(Path(__file__).resolve().parents[2] / "src/citysignal/scenarios/data/arterial4x4/arterial4x4.sumocfg")
+    sc = resolve("arterial4x4")
     network = load_network(sc.net_file)
     layout = Layout.from_network(network)
     flows = timing.movement_flows(sc, layout, 0, 3600)

@@ -101,6 +101,7 @@ class Settings:
         env_vars = os.environ if environ is None else environ
         env = env_vars.get("CITYSIGNAL_ENV", DEVELOPMENT).strip().lower() or DEVELOPMENT
         raw_tokens = env_vars.get("CITYSIGNAL_TOKENS")
+        tokens: tuple[TokenEntry, ...]
         if raw_tokens is None and env == DEVELOPMENT:
             tokens, defaults = DEFAULT_TOKENS, True
         else:
@@ -127,7 +128,7 @@ class Settings:
         defaults = {t.token for t in DEFAULT_TOKENS}
         for entry in self.tokens:
             if entry.name in seen_names:
-                raise UserError(f"CITYSIGNAL_TOKENS: name '{entry.name}' appears twice (the audit log needs one per user)")
+                raise UserError(f"CITYSIGNAL_TOKENS: name '{entry.name}' appears twice (names must be unique)")
             if entry.token in seen_tokens:
                 raise UserError(f"CITYSIGNAL_TOKENS: two users share the token of '{entry.name}'")
             seen_names.add(entry.name)

@@ -1,0 +1,93 @@
+"""The FastAPI application factory: API routes, the dashboard's static files, CORS, security headers.
+
+`create_app(service)` builds an app around an already built `Service` (see `context.build_service`);
+nothing global, nothing at import time. The app's lifespan starts the service (idempotent: the CLI
+starts it before listening so start-up errors are one line and exit 2), runs the 1 Hz WebSocket hub,
+and stops the twin and flushes the audit store on shutdown.
+
+The dashboard works offline: it is plain HTML/CSS/JS from `citysignal.dashboard`, no CDN, and the
+Content-Security-Policy allows only this origin. The OpenAPI schema is at /api/openapi.json; the
+interactive docs pages are off because they load their scripts from a CDN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.cors import CORSMiddleware
+
+from citysignal.dashboard import static_dir
+from citysignal.errors import UserError
+from citysignal.service.context import Service
+from citysignal.service.hub import Hub
+from citysignal.service.routes import router, state_payload
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
+
+def create_app(service: Service) -> FastAPI:
+    static = static_dir()
+    if not (static / "index.html").is_file():
+        raise UserError(f"dashboard assets missing in {static} (reinstall citysignal)")
+    hub = Hub(lambda: state_payload(service))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await anyio.to_thread.run_sync(service.start)
+        task = asyncio.create_task(hub.run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await anyio.to_thread.run_sync(service.stop)
+
+    app = FastAPI(
+        title="citysignal command center",
+        summary="Real-time signal control on a SUMO twin: live state, operator overrides through the safety "
+        "guard, audit log.",
+        version="0.1.0",
+        lifespan=lifespan,
+        openapi_url="/api/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.service = service
+    app.state.hub = hub
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=service.settings.allowed_origins(),
+        allow_methods=["GET", "POST"],
+        allow_headers=["Authorization", "Content-Type"],
+        allow_credentials=False,
+    )
+
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        for key, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(key, value)
+        return response
+
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=static), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def dashboard() -> FileResponse:
+        return FileResponse(static / "index.html", headers={"Cache-Control": "no-cache"})
+
+    return app

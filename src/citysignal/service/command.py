@@ -1,0 +1,76 @@
+"""`citysignal serve`: the command-center service on one scenario, until Ctrl-C / SIGTERM.
+
+Start-up does everything that can fail on user input first (settings, scenario, net, database,
+controller, listening socket, SUMO start) and reports it as one line with exit code 2. `--port 0`
+asks the OS for a free port; the line `citysignal: serving ... at http://HOST:PORT/` on stderr gives it.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import Annotated
+
+import typer
+
+from citysignal.control.guard import DEFAULT_MAX_RED_S
+from citysignal.errors import UserError
+from citysignal.twin.session import DEFAULT_SEED
+
+DB_HELP = "Audit store SQLAlchemy URL; default $CITYSIGNAL_DB or sqlite:///out/service/audit.db."
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def serve(
+    scenario: Annotated[str, typer.Argument(help="Bundled scenario name or path to a .sumocfg file.")],
+    controller: Annotated[str, typer.Option("--controller", "-c", help="Controller at start (city-wide).")],
+    speed: Annotated[float, typer.Option(min=0.01, max=1000.0, help="Simulated seconds per wall-clock second.")] = 1.0,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")] = 8000,
+    db: Annotated[str | None, typer.Option(help=DB_HELP)] = None,
+    seed: Annotated[int, typer.Option(help="SUMO seed of the first episode (next ones: +1 each).")] = DEFAULT_SEED,
+    begin: Annotated[float | None, typer.Option(help="Episode start (s); default: the scenario's.")] = None,
+    end: Annotated[float | None, typer.Option(help="Episode end (s); default: the scenario's.")] = None,
+    max_red: Annotated[float, typer.Option(min=1.0, help="Safety guard's max-red bound (s).")] = DEFAULT_MAX_RED_S,
+) -> None:
+    """Run the command center: the twin in real time (x SPEED), API, live dashboard, audit log."""
+    import uvicorn
+
+    from citysignal.service.app import create_app
+    from citysignal.service.config import Settings
+    from citysignal.service.context import build_service
+
+    settings = Settings.from_env(host=host, port=port, db_url=db).validate()
+    sock = _listen(host, port)
+    settings = settings.with_port(int(sock.getsockname()[1]))
+    try:
+        service = build_service(settings, scenario, controller, speed=speed, seed=seed, begin=begin, end=end,
+                                max_red=max_red)  # fmt: skip
+        app = create_app(service)
+        service.start()
+    except BaseException:
+        sock.close()
+        raise
+    if settings.uses_default_tokens:
+        names = ", ".join(f"{t.role.name}={t.token}" for t in settings.tokens)
+        print(f"citysignal: development mode, default tokens: {names}", file=sys.stderr)
+    url = settings.allowed_origins()[0] if settings.origin else f"http://{host}:{settings.port}"
+    print(f"citysignal: serving {service.scenario.name} with {controller} at x{speed:g} at {url}/ "
+          f"(audit store: {settings.db_url})", file=sys.stderr, flush=True)  # fmt: skip
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    try:
+        server.run(sockets=[sock])
+    finally:
+        service.stop()
+        sock.close()

@@ -1,0 +1,507 @@
+"""The real-time control loop: one twin, the controllers, operator overrides, all through the guard.
+
+One dedicated thread owns the twin (libsumo allows one simulation per process) and runs the
+canonical step of `bench.episode` at wall-clock pace times `speed`:
+observe -> every active controller decides -> operator overrides replace the requests of their
+intersections -> `SafetyGuard.apply` -> `Twin.write` -> `Twin.step`. The guard stays the only writer
+of signal states: an override is a *request* like any controller's, so min green, yellow/all-red
+transitions, conflict checks and the max-red bound still apply to it (a held phase is preempted when
+a waiting movement has been red for `max_red`, and resumed afterwards; both are logged).
+
+Controller switching: each intersection is assigned one controller by name. Every controller with at
+least one intersection decides city-wide each step (controllers are vectorized) and its requests are
+taken where it is assigned. A controller taking over starts fresh, `reset` from the guard's current
+phase (so a cycle controller continues from the green that is showing). `actuated` is SUMO's own
+program, not a guard-driven controller, so the service does not offer it.
+
+The API threads never touch SUMO: they read `live()`, an immutable snapshot published after every
+step, and change overrides/assignments under a lock the loop holds only during a step. When the
+scenario's window ends, the next episode starts at once (seed + episode number), keeping the
+controller assignment and the overrides.
+
+Limits: pace is best effort; when a step takes longer than 1/speed s the loop runs as fast as it can
+and reports the achieved pace (`pace`) and what it could do (`capacity`, sim s per wall s) instead
+of bursting to catch up. Queue fractions assume 7.5 m per halting vehicle.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from numpy.typing import NDArray
+
+from citysignal.control import HOLD, Controller, SafetyGuard, controller_names, make_controller
+from citysignal.control.guard import DEFAULT_MAX_RED_S
+from citysignal.errors import UserError
+from citysignal.network import Network
+from citysignal.network.layout import Layout
+from citysignal.scenarios import Scenario
+from citysignal.service.store import EventIn
+from citysignal.twin import DEFAULT_SEED, Observation, ProgramPosition, Twin
+
+SERVICE_FIELDS = frozenset({"halting", "vehicles", "occupancy", "speed"})
+KPI_EVERY_S = 10
+JAM_SPACING_M = 7.5
+PACE_WINDOW_STEPS = 50
+OverrideMode = Literal["hold", "force", "auto"]
+
+
+class Recorder(Protocol):
+    """Where the loop sends its system events and KPI samples (the audit store's async side)."""
+
+    def record_later(self, ev: EventIn) -> None: ...
+
+    def kpi_later(self, sample: dict[str, Any]) -> None: ...
+
+
+class CommandError(Exception):
+    """An operator command the engine cannot carry out; `status` is the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def offered_controllers() -> tuple[str, ...]:
+    """Controllers the service can run and switch: the guard-driven ones (not SUMO's own programs)."""
+    return tuple(n for n in controller_names() if make_controller(n).sumo_program is None)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    scenario: Scenario
+    controller: str
+    speed: float = 1.0
+    seed: int = DEFAULT_SEED
+    max_red: float = DEFAULT_MAX_RED_S
+
+
+@dataclass
+class Override:
+    mode: Literal["hold", "force"]
+    green: int
+    actor: str
+    reason: str
+    since_sim: float
+    since_wall: float
+    preempted: bool = False
+
+    def public(self) -> dict[str, Any]:
+        return {"mode": self.mode, "green": self.green, "actor": self.actor, "reason": self.reason,
+                "since_sim": self.since_sim, "since_wall": self.since_wall, "preempted": self.preempted}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Live:
+    """The city after one step; read-only arrays, safe to read from any thread."""
+
+    step: int
+    episode: int
+    time: float
+    wall: float
+    shown: tuple[str, ...]
+    green: NDArray[np.int64]
+    target: NDArray[np.int64]
+    time_in_phase: NDArray[np.float64]
+    obs: Observation
+    assignment: tuple[str, ...]
+    overrides: dict[str, dict[str, Any]]
+    kpi: dict[str, float]
+    kpi_sample: dict[str, Any] | None
+    pace: float
+    capacity: float
+    queue_fraction: NDArray[np.float64] = field(repr=False, default_factory=lambda: np.zeros(0))
+
+
+class ControlEngine:
+    def __init__(self, config: EngineConfig, network: Network, layout: Layout, recorder: Recorder) -> None:
+        self.offered = offered_controllers()
+        if config.controller not in self.offered:
+            hint = " (SUMO's own program: use `citysignal bench` for it)" if config.controller == "actuated" else ""
+            raise UserError(
+                f"controller '{config.controller}' cannot be served{hint}; choose from: {', '.join(self.offered)}"
+            )
+        if not layout.n_intersections:
+            raise UserError(f"{config.scenario.name}: no controllable intersection")
+        self.config = config
+        self.network = network
+        self.layout = layout
+        self.recorder = recorder
+        make_controller(config.controller)  # an unknown name fails here, before the thread starts
+        self.fields = SERVICE_FIELDS.union(*(make_controller(n).requires for n in self.offered))
+        self.index = {inter.id: k for k, inter in enumerate(layout.intersections)}
+        self._name_index = {n: i for i, n in enumerate(self.offered)}
+        self._assign = np.full(layout.n_intersections, self._name_index[config.controller], dtype=np.int64)
+        self._controllers: dict[str, Controller] = {}
+        self._overrides: dict[int, Override] = {}
+        self._guard: SafetyGuard | None = None
+        self._lock = threading.Lock()
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._live: Live | None = None
+        self._episode = 0
+        self._episode_steps = 0
+        self._steps = 0
+        self._seen_refused = 0
+        self._seen_violations = 0
+        self._pace: deque[tuple[float, float]] = deque(maxlen=PACE_WINDOW_STEPS)
+        self._busy: deque[float] = deque(maxlen=PACE_WINDOW_STEPS)
+        self.error: str | None = None
+        self._lane_length = np.maximum(layout.lane_length, 1.0)
+        self.approaches = [self._approaches(k) for k in range(layout.n_intersections)]
+
+    def _approaches(self, k: int) -> list[tuple[str, list[int]]]:
+        lanes = sorted({int(i) for i in self.layout.mov_in[self.layout.mov_int == k]})
+        by_edge: dict[str, list[int]] = {}
+        for i in lanes:
+            name = self.layout.lanes[i]
+            edge = self.network.lanes[name].edge if name in self.network.lanes else name.rsplit("_", 1)[0]
+            by_edge.setdefault(edge, []).append(i)
+        return sorted(by_edge.items())
+
+    # lifecycle ---------------------------------------------------------------------------------
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.error is None
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Start the loop thread and wait for the first step; a twin that cannot start is a UserError."""
+        if self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="citysignal-twin", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise UserError(f"the twin did not start within {timeout:g} s")
+        if self.error is not None:
+            raise UserError(self.error)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def live(self) -> Live | None:
+        return self._live
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self._run_episode()
+                if self._stop.is_set():
+                    break
+                self._episode += 1
+                self._system("episode_restart", "city", "ok", {"episode": self._episode})
+        except UserError as exc:
+            self._fail(str(exc))
+        except Exception as exc:  # a crashed loop must be visible (health, log), not silent
+            self._fail(f"{type(exc).__name__}: {exc}")
+        finally:
+            self._ready.set()
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        self._system("engine_error", "city", "error", {"error": message})
+
+    def _run_episode(self) -> None:
+        cfg = self.config
+        with Twin(cfg.scenario, self.layout, seed=cfg.seed + self._episode, fields=self.fields) as twin:
+            with self._lock:
+                now = twin.time
+                position = twin.program_position()
+                self._guard = SafetyGuard(self.layout, cfg.max_red)
+                self._controllers = {}
+                for name in self._active_names():
+                    self._controllers[name] = self._fresh(name, position)
+                twin.write(self._guard.start(now, position))
+                self._episode_steps = 0
+                self._seen_refused = self._seen_violations = 0
+                for ov in self._overrides.values():
+                    ov.preempted = False
+            deadline = time.perf_counter()
+            while not twin.done and not self._stop.is_set():
+                if self._waiting:  # let a waiting API command in before taking the lock again
+                    time.sleep(0.0005)
+                started = time.perf_counter()
+                with self._lock:
+                    self._step(twin)
+                finished = time.perf_counter()
+                self._busy.append(finished - started)
+                deadline += 1.0 / cfg.speed
+                delay = deadline - finished
+                if delay > 0:
+                    self._stop.wait(delay)
+                elif delay < -1.0:  # behind by more than a second: run on, don't burst to catch up
+                    deadline = finished
+            self._guard = None
+
+    def _active_names(self) -> list[str]:
+        return [self.offered[i] for i in np.unique(self._assign)]
+
+    def _fresh(self, name: str, position: ProgramPosition) -> Controller:
+        ctrl = make_controller(name)
+        ctrl.reset(self.layout, position, self.config.seed + self._episode)
+        return ctrl
+
+    # one step ------------------------------------------------------------------------------
+    def _step(self, twin: Twin) -> None:
+        guard = self._guard
+        assert guard is not None
+        now = twin.time
+        obs = twin.observe(guard.green.copy(), guard.time_in_phase(now))
+        halting = obs.lane("halting")
+        requests = np.full(self.layout.n_intersections, HOLD, dtype=np.int64)
+        for name, ctrl in self._controllers.items():
+            mine = self._assign == self._name_index[name]
+            requests[mine] = ctrl.decide(obs)[mine]
+        for k, ov in self._overrides.items():
+            requests[k] = ov.green
+        twin.write(guard.apply(now, requests, halting))
+        self._check_overrides(guard, now)
+        self._check_guard(guard, now)
+        sample = None
+        if self._episode_steps % KPI_EVERY_S == 0:
+            sample = self._kpi_sample(guard, obs, now)
+            self.recorder.kpi_later(sample)
+        self._publish(guard, obs, now, sample)
+        self._episode_steps += 1
+        self._steps += 1
+        twin.step()
+        self._pace.append((time.perf_counter(), twin.time))
+
+    def _check_overrides(self, guard: SafetyGuard, now: float) -> None:
+        """An override the guard is not carrying out (not shown, not next, not pending) was preempted
+        by the max-red bound; log the start and the end of each such preemption once."""
+        for k, ov in self._overrides.items():
+            want = ov.green
+            on_track = want in (int(guard.green[k]), int(guard.target[k]), int(guard.pending[k]))
+            if not on_track and not ov.preempted:
+                ov.preempted = True
+                self._system(
+                    "guard_preempted", self.layout.ids[k], "preempted",
+                    {"override": ov.mode, "green": want, "by": ov.actor,
+                     "why": f"a waiting movement was red for more than {self.config.max_red:g} s (max-red bound); "
+                            "the guard serves it first, then the override resumes"},
+                    now,
+                )  # fmt: skip
+            elif on_track and ov.preempted:
+                ov.preempted = False
+                self._system("override_resumed", self.layout.ids[k], "ok", {"green": want, "by": ov.actor}, now)
+
+    def _check_guard(self, guard: SafetyGuard, now: float) -> None:
+        st = guard.stats
+        if st.refused > self._seen_refused:
+            self._system("guard_refused", "city", "refused", {"requests": st.refused - self._seen_refused}, now)
+            self._seen_refused = st.refused
+        if st.violations > self._seen_violations:
+            new = st.violations - self._seen_violations
+            self._system("guard_violation", "city", "violation", {"count": new, "log": st.violation_log[-new:]}, now)
+            self._seen_violations = st.violations
+
+    def _kpis(self, guard: SafetyGuard, obs: Observation) -> dict[str, float]:
+        vehicles = obs.lane("vehicles")
+        total = float(vehicles.sum())
+        speed = float((obs.lane("speed") * vehicles).sum() / total) if total > 0 else 0.0
+        return {
+            "vehicles": total,
+            "halting": float(obs.lane("halting").sum()),
+            "mean_speed": round(speed, 3),
+            "occupancy": round(float(obs.lane("occupancy").mean()), 4),
+            "preemptions": guard.stats.max_red_preemptions,
+            "deferred": guard.stats.deferred,
+            "refused": guard.stats.refused,
+            "violations": guard.stats.violations,
+            "overrides": len(self._overrides),
+            "pace": round(self.pace(), 2),
+        }
+
+    def _kpi_sample(self, guard: SafetyGuard, obs: Observation, now: float) -> dict[str, Any]:
+        names = self._active_names()
+        return {"at": time.time(), "episode": self._episode, "sim_time": now,
+                "controller": names[0] if len(names) == 1 else "mixed", **self._kpis(guard, obs)}  # fmt: skip
+
+    def _publish(self, guard: SafetyGuard, obs: Observation, now: float, sample: dict[str, Any] | None) -> None:
+        last = self._live
+        self._live = Live(
+            step=self._steps,
+            episode=self._episode,
+            time=now,
+            wall=time.time(),
+            shown=tuple(guard.shown),
+            green=guard.green.copy(),
+            target=guard.target.copy(),
+            time_in_phase=guard.time_in_phase(now),
+            obs=obs,
+            assignment=tuple(self.offered[i] for i in self._assign),
+            overrides={self.layout.ids[k]: ov.public() for k, ov in self._overrides.items()},
+            kpi=self._kpis(guard, obs),
+            kpi_sample=sample if sample is not None else (last.kpi_sample if last else None),
+            pace=self.pace(),
+            capacity=self.capacity(),
+            queue_fraction=np.minimum(1.0, obs.lane("halting") * JAM_SPACING_M / self._lane_length),
+        )
+        self._ready.set()
+
+    def pace(self) -> float:
+        """Achieved simulated seconds per wall-clock second over the last steps."""
+        if len(self._pace) < 2:
+            return 0.0
+        (w0, s0), (w1, s1) = self._pace[0], self._pace[-1]
+        return (s1 - s0) / (w1 - w0) if w1 > w0 else 0.0
+
+    def capacity(self) -> float:
+        """Simulated seconds per wall-clock second the loop could run (1 / mean step time)."""
+        if not self._busy:
+            return 0.0
+        return 1.0 / max(1e-9, sum(self._busy) / len(self._busy))
+
+    def _system(self, action: str, target: str, result: str, detail: dict[str, Any], now: float | None = None) -> None:
+        self.recorder.record_later(EventIn("system", "system", action, target, result, detail, sim_time=now))
+
+    # commands (API threads) ----------------------------------------------------------------
+    @contextmanager
+    def _command(self) -> Iterator[SafetyGuard]:
+        with self._waiting_lock:
+            self._waiting += 1
+        try:
+            with self._lock:
+                if self._guard is None:
+                    raise CommandError(503, self.error or "the twin is between episodes; retry in a moment")
+                yield self._guard
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
+
+    def intersection_index(self, inter_id: str) -> int:
+        try:
+            return self.index[inter_id]
+        except KeyError:
+            raise CommandError(404, f"unknown intersection '{inter_id}'") from None
+
+    def set_override(self, inter_id: str, mode: OverrideMode, green: int | None, actor: str,
+                     reason: str = "") -> dict[str, Any]:  # fmt: skip
+        """Hold the current green, force a green, or return to automatic control ("auto")."""
+        k = self.intersection_index(inter_id)
+        inter = self.layout.intersections[k]
+        with self._command() as guard:
+            now = self._live.time if self._live else 0.0
+            if mode == "auto":
+                prev = self._overrides.pop(k, None)
+                if prev is None:
+                    return {"result": "no_override", "guard": "already under automatic control"}
+                return {"result": "applied", "guard": f"back to {self.offered[self._assign[k]]}",
+                        "previous": prev.public()}  # fmt: skip
+            if mode == "hold":
+                want = int(guard.green[k]) if guard.green[k] >= 0 else int(guard.target[k])
+                if want < 0:
+                    raise CommandError(409, f"{inter_id} shows no green and is not heading to one; retry")
+            else:
+                if green is None or not 0 <= green < len(inter.greens):
+                    raise CommandError(
+                        422, f"green {green} does not exist at {inter_id} (greens 0..{len(inter.greens) - 1})"
+                    )
+                want = green
+            self._overrides[k] = Override(mode, want, actor, reason, now, time.time())
+            result, outlook = self._outlook(guard, k, want, now)
+            return {"result": result, "green": want, "state": inter.greens[want], "guard": outlook}
+
+    def _outlook(self, guard: SafetyGuard, k: int, want: int, now: float) -> tuple[str, str]:
+        """What the guard will do with the request at its next step, in words."""
+        current = int(guard.green[k])
+        if current == want:
+            return "applied", f"green {want} is showing and is kept"
+        if current < 0:
+            if int(guard.target[k]) == want:
+                return "applied", f"the running transition leads to green {want}"
+            return "deferred", f"the guard finishes the running transition first, then goes to green {want}"
+        left = float(self.layout.intersections[k].min_green[current]) - float(now - guard.since[k])
+        if left > 0:
+            return "deferred", f"min green: green {current} must run {left:.0f} s more, then yellow/all-red to {want}"
+        return "applied", f"yellow/all-red now, then green {want}"
+
+    def switch_controller(self, name: str, inter_ids: list[str] | None, actor: str) -> dict[str, Any]:
+        """Assign controller `name` to the given intersections (None: city-wide)."""
+        if name not in self._name_index:
+            raise CommandError(422, f"controller '{name}' cannot be served; choose from: {', '.join(self.offered)}")
+        ks = list(range(self.layout.n_intersections)) if inter_ids is None else [
+            self.intersection_index(i) for i in inter_ids
+        ]  # fmt: skip
+        with self._command() as guard:
+            before: dict[str, int] = {}
+            for k in ks:
+                old = self.offered[self._assign[k]]
+                before[old] = before.get(old, 0) + 1
+            if name not in self._controllers:
+                now = self._live.time if self._live else 0.0
+                self._controllers[name] = self._fresh(name, self._guard_position(guard, now))
+            self._assign[ks] = self._name_index[name]
+            for old in [n for n in self._controllers if n not in self._active_names()]:
+                del self._controllers[old]
+            return {"result": "applied", "controller": name, "intersections": len(ks), "before": before}
+
+    def _guard_position(self, guard: SafetyGuard, now: float) -> ProgramPosition:
+        """Where each intersection stands, as a program position a controller's `reset` understands:
+        the first program phase of the green showing (or the one a transition leads to)."""
+        n = self.layout.n_intersections
+        phase = np.zeros(n, dtype=np.int64)
+        elapsed = np.zeros(n)
+        for k, inter in enumerate(self.layout.intersections):
+            g = int(guard.green[k]) if guard.green[k] >= 0 else int(guard.target[k])
+            if g >= 0:
+                phase[k] = inter.program_green_index.index(g)
+                elapsed[k] = float(now - guard.since[k]) if guard.green[k] >= 0 else 0.0
+        return ProgramPosition(phase, elapsed)
+
+    def detail(self, inter_id: str) -> dict[str, Any]:
+        """Everything the intersection panel shows, including why the controller chose its phase."""
+        k = self.intersection_index(inter_id)
+        inter = self.layout.intersections[k]
+        with self._command():
+            name = self.offered[self._assign[k]]
+            ctrl = self._controllers.get(name)
+            try:
+                why = ctrl.explain(k) if ctrl is not None else "controller starting"
+            except Exception as exc:  # an explanation must never take the panel down
+                why = f"no explanation available ({type(exc).__name__})"
+            ov = self._overrides.get(k)
+            override = ov.public() if ov else None
+        live = self._live
+        assert live is not None
+        halting, vehicles = live.obs.lane("halting"), live.obs.lane("vehicles")
+        approaches = [
+            {"edge": edge, "lanes": [self.layout.lanes[i] for i in idx],
+             "halting": int(sum(halting[i] for i in idx)), "vehicles": int(sum(vehicles[i] for i in idx))}
+            for edge, idx in self.approaches[k]
+        ]  # fmt: skip
+        if override is not None:
+            mode = "held" if override["mode"] == "hold" else "forced"
+            why = f"operator override by {override['actor']}: green {override['green']} {mode}. Controller: {why}"
+        return {
+            "id": inter.id,
+            "junctions": list(inter.junctions),
+            "time": live.time,
+            "controller": name,
+            "explain": why,
+            "override": override,
+            "shown": live.shown[k],
+            "green": int(live.green[k]),
+            "target": int(live.target[k]),
+            "time_in_phase": round(float(live.time_in_phase[k]), 1),
+            "greens": [
+                {"index": g, "state": s, "min_green": float(inter.min_green[g]), "max_green": float(inter.max_green[g])}
+                for g, s in enumerate(inter.greens)
+            ],
+            "approaches": approaches,
+            "upstream": list(inter.upstream),
+            "downstream": list(inter.downstream),
+        }

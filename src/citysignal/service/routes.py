@@ -1,0 +1,239 @@
+"""HTTP and WebSocket routes under /api. Read routes need `Reader`, actions `Operator` (or admin).
+
+Every operator action is committed to the audit store before the answer is sent (the answer carries
+the record's id), so what an operator saw acknowledged survives a kill -9.
+
+WebSocket `/api/ws`: browsers cannot set headers on a WebSocket, so the client's first message is
+`{"token": "..."}` (empty when reads are open); then the server sends `{"type": "hello"}` and one
+`{"type": "state"}` frame per second. Close codes: 4401 unauthenticated, 1008 foreign origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Path, Query, Response, WebSocket
+from starlette.websockets import WebSocketDisconnect
+
+from citysignal.service.config import Role
+from citysignal.service.context import Service
+from citysignal.service.deps import Operator, Reader, ServiceDep, Viewer
+from citysignal.service.engine import CommandError
+from citysignal.service.hub import Hub
+from citysignal.service.schemas import ActionResult, ControllerRequest, Health, IntersectionId, Me, OverrideRequest
+from citysignal.service.security import ANONYMOUS, Principal
+from citysignal.service.store import EventIn
+
+WS_AUTH_TIMEOUT_S = 5.0
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing or invalid bearer token"},
+    403: {"description": "The token's role is not enough"},
+}
+ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
+    **AUTH_ERRORS,
+    404: {"description": "Unknown intersection"},
+    409: {"description": "The intersection cannot take this now"},
+    422: {"description": "Invalid body (or a green / controller that does not exist)"},
+    429: {"description": "Too many overrides; see Retry-After"},
+    503: {"description": "The twin is not running"},
+}
+
+router = APIRouter(prefix="/api")
+
+
+def state_payload(service: Service) -> dict[str, Any]:
+    """The live city: signal states, lane congestion, KPIs (shared by GET /api/state and the stream)."""
+    engine = service.engine
+    out: dict[str, Any] = {
+        "type": "state",
+        "run_id": service.run_id,
+        "scenario": service.scenario.name,
+        "running": engine.running,
+        "error": engine.error,
+        "speed": engine.config.speed,
+        "last_event_id": service.store.last_event_id,
+        "controllers": list(engine.offered),
+    }
+    live = engine.live()
+    if live is None:
+        return out
+    index = {name: i for i, name in enumerate(engine.offered)}
+    out.update(
+        time=live.time,
+        episode=live.episode,
+        begin=service.scenario.begin,
+        end=service.scenario.end,
+        pace=round(live.pace, 2),
+        capacity=round(live.capacity, 1),
+        signals=list(live.shown),
+        green=live.green.tolist(),
+        assignment=[index[name] for name in live.assignment],
+        overrides=live.overrides,
+        kpi=live.kpi,
+        kpi_sample=live.kpi_sample,
+        lanes=[round(v * 100) for v in live.queue_fraction.tolist()],
+    )
+    return out
+
+
+def _record(service: Service, who: Principal, action: str, target: str, result: str, detail: dict[str, Any]) -> int:
+    live = service.engine.live()
+    ev = service.store.record(EventIn(who.name, who.role.name, action, target[:128], result, detail,
+                                      sim_time=live.time if live else None))  # fmt: skip
+    return int(ev["id"])
+
+
+@router.get("/health", response_model=Health, tags=["service"], summary="Liveness (no token needed)")
+def health(service: ServiceDep, response: Response) -> Health:
+    engine = service.engine
+    live = engine.live()
+    ok = engine.running
+    if not ok:
+        response.status_code = 503
+    return Health(status="ok" if ok else "error", running=ok, sim_time=live.time if live else None,
+                  error=engine.error, store_write_errors=service.store.write_errors)  # fmt: skip
+
+
+@router.get("/me", response_model=Me, tags=["service"], responses=AUTH_ERRORS, summary="Who the token belongs to")
+def me(who: Viewer) -> Me:
+    return Me(name=who.name, role=who.role.name)  # type: ignore[arg-type]
+
+
+@router.get("/info", tags=["service"], responses=AUTH_ERRORS, summary="Scenario, controllers, settings in force")
+def info(service: ServiceDep, _: Reader) -> dict[str, Any]:
+    return service.info()
+
+
+@router.get("/network", tags=["city"], responses=AUTH_ERRORS, summary="Map geometry (lanes, intersections)")
+def network(service: ServiceDep, _: Reader) -> Response:
+    return Response(service.geometry_json, media_type="application/json", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/state", tags=["city"], responses=AUTH_ERRORS, summary="Live state: signals, lane queues, KPIs")
+def state(service: ServiceDep, _: Reader) -> dict[str, Any]:
+    return state_payload(service)
+
+
+@router.get("/intersections/{inter_id}", tags=["city"], responses={**AUTH_ERRORS, 404: {"description": "Unknown"}},
+            summary="One intersection: phases, queues per approach, controller and why")  # fmt: skip
+def intersection(inter_id: Annotated[IntersectionId, Path()], service: ServiceDep, _: Reader) -> dict[str, Any]:
+    try:
+        return service.engine.detail(inter_id)
+    except CommandError as exc:
+        raise HTTPException(exc.status, exc.message) from None
+
+
+@router.get("/events", tags=["audit"], responses=AUTH_ERRORS, summary="Audit log, newest first, over every run")
+def events(
+    service: ServiceDep,
+    _: Reader,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before_id: Annotated[int | None, Query(ge=1)] = None,
+    after_id: Annotated[int | None, Query(ge=0)] = None,
+    action: Annotated[str | None, Query(max_length=32, pattern=r"^[a-z_]+$")] = None,
+    target: Annotated[str | None, Query(max_length=128)] = None,
+) -> list[dict[str, Any]]:
+    return service.store.events(limit, before_id, after_id, action, target)
+
+
+@router.get("/kpis", tags=["audit"], responses=AUTH_ERRORS, summary="KPI samples (every 10 s simulated), oldest first")
+def kpis(
+    service: ServiceDep,
+    _: Reader,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 360,
+    after_id: Annotated[int | None, Query(ge=0)] = None,
+) -> list[dict[str, Any]]:
+    return service.store.kpis(limit, after_id)
+
+
+@router.post("/intersections/{inter_id}/override", response_model=ActionResult, tags=["operator"],
+             responses=ACTION_ERRORS, summary="Hold / force a green, or back to automatic, via the guard")  # fmt: skip
+def override(
+    inter_id: Annotated[IntersectionId, Path()], body: OverrideRequest, who: Operator, service: ServiceDep
+) -> ActionResult:
+    asked = {"mode": body.mode, "green": body.green, "reason": body.reason}
+    wait = service.limiter.hit(who.name)
+    if wait:
+        _record(service, who, "override", inter_id, "rate_limited", asked)
+        raise HTTPException(429, f"too many overrides: retry in {math.ceil(wait)} s",
+                            headers={"Retry-After": str(math.ceil(wait))})  # fmt: skip
+    try:
+        res = service.engine.set_override(inter_id, body.mode, body.green, who.name, body.reason)
+    except CommandError as exc:
+        _record(service, who, "override", inter_id, "refused", {**asked, "error": exc.message})
+        raise HTTPException(exc.status, exc.message) from None
+    detail = {**asked, **{k: v for k, v in res.items() if k != "result"}}
+    event_id = _record(service, who, "override", inter_id, res["result"], detail)
+    return ActionResult(event_id=event_id, action="override", target=inter_id, result=res["result"], detail=detail)
+
+
+@router.post("/controller", response_model=ActionResult, tags=["operator"], responses=ACTION_ERRORS,
+             summary="Switch the controller of some intersections (operator) or city-wide (admin)")  # fmt: skip
+def switch_controller(body: ControllerRequest, who: Operator, service: ServiceDep) -> ActionResult:
+    target = "city" if body.intersections is None else ",".join(body.intersections)
+    asked: dict[str, Any] = {"controller": body.controller, "intersections": body.intersections}
+    if body.intersections is None and who.role < Role.admin:
+        _record(service, who, "controller_switch", target, "forbidden", asked)
+        raise HTTPException(403, "switching the whole city needs the admin role")
+    try:
+        res = service.engine.switch_controller(body.controller, body.intersections, who.name)
+    except CommandError as exc:
+        _record(service, who, "controller_switch", target, "refused", {**asked, "error": exc.message})
+        raise HTTPException(exc.status, exc.message) from None
+    detail = {**asked, **{k: v for k, v in res.items() if k != "result"}}
+    event_id = _record(service, who, "controller_switch", target, res["result"], detail)
+    return ActionResult(event_id=event_id, action="controller_switch", target=target[:128], result=res["result"],
+                        detail=detail)  # fmt: skip
+
+
+@router.websocket("/ws")
+async def stream(ws: WebSocket) -> None:
+    service: Service = ws.app.state.service
+    hub: Hub = ws.app.state.hub
+    origin = ws.headers.get("origin")
+    if origin is not None and origin.rstrip("/") not in service.settings.allowed_origins():
+        await ws.close(code=1008, reason="origin not allowed")
+        return
+    await ws.accept()
+    try:
+        first = json.loads(await asyncio.wait_for(ws.receive_text(), WS_AUTH_TIMEOUT_S))
+        token = first.get("token") if isinstance(first, dict) else None
+    except (TimeoutError, WebSocketDisconnect, ValueError, KeyError):
+        token = None
+    principal = service.tokens.authenticate(token) if token else None
+    if principal is None and not token and service.settings.read_open:
+        principal = ANONYMOUS
+    if principal is None:
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
+            await ws.close(code=4401, reason="missing or invalid token")
+        return
+    sub = hub.subscribe()
+
+    async def send() -> None:
+        await ws.send_json({"type": "hello", "user": principal.name, "role": principal.role.name,
+                            "run_id": service.run_id, "period_s": hub.period_s})  # fmt: skip
+        while True:
+            await ws.send_text(await sub.queue.get())
+
+    async def receive() -> None:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+
+    tasks = {asyncio.ensure_future(send()), asyncio.ensure_future(receive())}
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError, asyncio.CancelledError):
+                task.result()
+    finally:
+        for task in tasks:
+            task.cancel()
+        hub.unsubscribe(sub)
