@@ -208,6 +208,7 @@ def profile(
     end: Annotated[float, typer.Option(help="Window end, s since midnight.")] = 19 * 3600.0,
     peak_factor: Annotated[float, typer.Option(help="Peak rate as a multiple of the scenario's mean rate.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
+    scenario_name: Annotated[str | None, typer.Option("--name", help="Name of the new scenario.")] = None,
 ) -> None:
     """Reshape a scenario's demand to a time-of-day profile (e.g. the evening peak)."""
     from citysignal.scenarios import resolve
@@ -216,7 +217,7 @@ def profile(
     shape = get_profile(name)
     if peak_factor <= 0:
         raise UserError(f"peak factor must be > 0, got {peak_factor:g}")
-    sc = reshape(resolve(scenario), shape, out, begin, end, peak_factor, seed)
+    sc = reshape(resolve(scenario), shape, out, begin, end, peak_factor, seed, scenario_name)
     Console(stderr=True).print(f"wrote {sc.sumocfg} ({sc.begin:g}-{sc.end:g} s)")
 
 
