@@ -36,6 +36,7 @@ class EpisodeResult:
     intersection_queue: dict[str, float] = field(default_factory=dict)  # mean over the episode
     snapshot_time: float = 0.0
     snapshot: dict[str, float] = field(default_factory=dict)  # lane -> halting at snapshot_time
+    timings: dict[str, list[float]] = field(default_factory=dict)  # per step, with `timed=True`
 
     def row(self) -> dict[str, object]:
         from citysignal.bench.metrics import METRIC_KEYS
@@ -52,11 +53,13 @@ def run_episode(
     on_step: Callable[[float], None] | None = None,
     policy: Path | None = None,
     snapshot_at: float | None = None,
+    timed: bool = False,
 ) -> EpisodeResult:
     """Run one episode; `on_step(fraction_done)` is called every recorded interval.
 
     Every `RECORD_EVERY_S` it records the city's queue and each intersection's; at `snapshot_at`
-    (default: mid-window) it keeps every observed lane's queue, for congestion maps."""
+    (default: mid-window) it keeps every observed lane's queue, for congestion maps. With `timed`,
+    it keeps each step's seconds in observe / decide / guard (incl. writes) / step."""
     controller = make_controller(controller_name, policy)
     network = load_network(scenario.net_file, scenario.additional_files)
     layout = Layout.from_network(network)
@@ -80,13 +83,20 @@ def run_episode(
                 guard.adopt(now, twin.states())
             else:
                 twin.write(guard.start(now, position))
+            clock = {"observe": [], "decide": [], "guard": [], "step": []} if timed else None
             while not twin.done:
                 now = twin.time
+                t0 = time.perf_counter()
                 obs = twin.observe(guard.green.copy(), guard.time_in_phase(now))
+                t1 = time.perf_counter()
                 if monitor:
                     guard.monitor(now, twin.states())
+                    t2 = t1
                 else:
-                    twin.write(guard.apply(now, controller.decide(obs), obs.lane("halting")))
+                    requests = controller.decide(obs)
+                    t2 = time.perf_counter()
+                    twin.write(guard.apply(now, requests, obs.lane("halting")))
+                t3 = time.perf_counter()
                 if steps % RECORD_EVERY_S == 0:
                     halting = obs.lane("halting")
                     result.queue_t.append(now)
@@ -97,9 +107,15 @@ def run_episode(
                         result.snapshot = dict(zip(layout.lanes, halting.tolist(), strict=True))
                     if on_step is not None:
                         on_step((now - scenario.begin) / (scenario.end - scenario.begin))
+                t4 = time.perf_counter()
                 twin.step()
+                if clock is not None:
+                    t5 = time.perf_counter()
+                    for key, dt in (("observe", t1 - t0), ("decide", t2 - t1), ("guard", t3 - t2), ("step", t5 - t4)):
+                        clock[key].append(dt)
                 teleports += twin.teleports_started()
                 steps += 1
+            result.timings = clock or {}
         wall = time.perf_counter() - started
         metrics: dict[str, float] = dict(trip_metrics(tripinfo))
         result.delay_t, result.delay = delay_by_depart(tripinfo, scenario.begin, scenario.end)

@@ -18,6 +18,10 @@ in its best and 747 s in its last episode):
 - every request goes through the safety guard (min green, transitions, conflicts, max-red bound);
 - out-of-distribution inputs (a movement feature beyond `ood_factor` x the largest seen in training,
   or anything non-finite) make that intersection fall back to max-pressure for that decision;
+- a trust region around max-pressure: the policy may pick any green whose pressure is at least
+  `trust` x the largest pressure at that intersection; a choice outside it (a learned policy
+  starving the most loaded movements, the way published learners gridlock) is replaced by the
+  max-pressure green. `trust=0` lets the policy choose freely;
 - decisions are greedy (argmax) at run time, every `interval` seconds, like the max-pressure it refines.
 
 Weights live in a small `.npz` (see `learn.export`); torch is needed only to train.
@@ -161,18 +165,22 @@ class AiController(Controller):
     name: ClassVar[str] = "ai"
     requires: ClassVar[frozenset[str]] = frozenset({"halting", "vehicles", "occupancy"})
 
-    def __init__(self, policy: Path | None = None, interval: float = 10.0, ood_factor: float = 1.5) -> None:
+    def __init__(
+        self, policy: Path | None = None, interval: float = 10.0, ood_factor: float = 1.5, trust: float = 0.5
+    ) -> None:
         super().__init__()
         self.policy_path = policy or default_policy_path()
         self.params, self.feature_max = load_policy(self.policy_path)
         self.interval = interval
         self.ood_factor = ood_factor
+        self.trust = trust
 
     def reset(self, layout: Layout, position: ProgramPosition, seed: int = 0) -> None:
         super().reset(layout, position, seed)
         self.index = CityIndex.from_layout(layout)
         self.scores = np.zeros(layout.n_greens)
         self.fallback = np.zeros(layout.n_intersections, dtype=bool)
+        self.overruled = np.zeros(layout.n_intersections, dtype=bool)
         self.request = self.hold_all()
         self._next = -np.inf
 
@@ -190,9 +198,12 @@ class AiController(Controller):
         choice = np.argmax(masked_logits(self.index, self.scores), axis=1)
         odd = ~np.isfinite(mov).all(axis=1) | (mov > self.ood_factor * self.feature_max).any(axis=1)
         self.fallback = np.bincount(lay.mov_int, weights=odd, minlength=lay.n_intersections) > 0
-        if self.fallback.any():
-            pressure = lay.per_green(np.nan_to_num(mov[:, 0] - mov[:, 2]))
-            choice = np.where(self.fallback, lay.argmax_green(pressure), choice)
+        pressure = lay.per_green(np.nan_to_num(mov[:, 0] - mov[:, 2]))
+        best = lay.argmax_green(pressure)
+        top = pressure[lay.green_start + best]
+        chosen = pressure[lay.green_start + choice]
+        self.overruled = (self.trust > 0) & (top > 0) & (chosen < self.trust * top) & ~self.fallback
+        choice = np.where(self.fallback | self.overruled, best, choice)
         self.request = choice.astype(np.int64)  # in a transition the guard carries it out afterwards
         return self.request
 
@@ -202,5 +213,7 @@ class AiController(Controller):
         scores = self.scores[start : start + n]
         if self.fallback[k]:
             return "AI inputs out of the training range here: fell back to max-pressure for this decision"
+        if self.overruled[k]:
+            return "AI choice fell outside the max-pressure trust region: took the max-pressure green"
         best = int(np.argmax(scores))
         return f"AI policy: green {best} scored highest ({', '.join(f'{s:.2f}' for s in scores)})"

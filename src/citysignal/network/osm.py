@@ -13,17 +13,15 @@ not the city's real demand (use routeSampler with counts for that).
 from __future__ import annotations
 
 import gzip
-import os
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from citysignal.errors import UserError
 from citysignal.network.parse import load_network
-from citysignal.scenarios.profiles import DemandProfile, reshape
-from citysignal.scenarios.registry import Scenario, load_sumocfg
-from citysignal.sumo_home import binary, sumo_home, tool
+from citysignal.scenarios.profiles import DemandProfile
+from citysignal.scenarios.registry import Scenario
+from citysignal.scenarios.synthetic import random_demand, run_tool
+from citysignal.sumo_home import binary
 
 NETCONVERT_OPTIONS = (
     "--geometry.remove", "--ramps.guess", "--roundabouts.guess",
@@ -51,15 +49,6 @@ def _check_osm(osm: Path) -> None:
         raise UserError(f"no roads (highway=*) in OSM file {osm}")
 
 
-def _run(cmd: list[str], what: str) -> None:
-    env = dict(os.environ, SUMO_HOME=str(sumo_home()))
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        lines = (proc.stderr.strip() or proc.stdout.strip()).splitlines() or ["no output"]
-        first_error = next((ln for ln in lines if "rror" in ln), lines[-1])
-        raise UserError(f"{what} failed: {first_error}")
-
-
 def import_osm(
     osm: Path,
     out: Path,
@@ -71,34 +60,15 @@ def import_osm(
     seed: int = 0,
 ) -> Scenario:
     """Build `out/<name>.net.xml.gz`, routes and `out/<name>.sumocfg` from an OSM extract."""
-    if hours <= 0:
-        raise UserError(f"hours must be > 0, got {hours:g}")
     if peak_factor <= 0:
         raise UserError(f"peak factor must be > 0, got {peak_factor:g}")
     _check_osm(osm)
     out.mkdir(parents=True, exist_ok=True)
     name = osm.name.split(".")[0]
     net = out / f"{name}.net.xml.gz"
-    _run([binary("netconvert"), "--osm-files", str(osm), "-o", str(net), *NETCONVERT_OPTIONS,
-          "--no-warnings"], "netconvert")  # fmt: skip
+    run_tool([binary("netconvert"), "--osm-files", str(osm), "-o", str(net), *NETCONVERT_OPTIONS,
+              "--no-warnings"], "netconvert")  # fmt: skip
     network = load_network(net)  # a net without signals is a one-line error here
     if not network.controllable:
         raise UserError(f"no traffic signals with a program in {osm}")
-    base_len = 3600.0
-    base = out / f"{name}.base.rou.xml"
-    _run([sys.executable, str(tool("randomTrips.py")), "-n", str(net), "-o", str(out / f"{name}.trips.xml"),
-          "-r", str(base), "-b", "0", "-e", f"{base_len:g}", "--insertion-density", f"{density:g}",
-          "--fringe-factor", "5", "--seed", str(seed), "--validate", "--remove-loops"], "randomTrips")  # fmt: skip
-    (out / f"{name}.trips.xml").unlink(missing_ok=True)
-    for leftover in out.glob(f"{name}.base.rou.alt.xml"):
-        leftover.unlink()
-    flat = out / f"{name}.base.sumocfg"
-    flat.write_text(
-        f'<configuration><input><net-file value="{net.name}"/><route-files value="{base.name}"/></input>'
-        f'<time><begin value="0"/><end value="{base_len:g}"/></time></configuration>'
-    )
-    scenario = reshape(load_sumocfg(flat, name), profile, out, begin, begin + hours * 3600.0,
-                       peak_factor=peak_factor, seed=seed, name=name)  # fmt: skip
-    flat.unlink()
-    base.unlink()
-    return scenario
+    return random_demand(net, out, name, profile, hours, begin, density, peak_factor, seed)
