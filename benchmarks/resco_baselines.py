@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import platform
 import re
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,7 +26,9 @@ from rich.progress import Progress
 
 from citysignal.bench import report
 from citysignal.bench.parallel import Job, run_jobs
-from citysignal.scenarios import resolve
+from citysignal.plan.timing import routed_files
+from citysignal.scenarios import Scenario, load_sumocfg, resolve
+from citysignal.sumo_home import sumo_home, tool
 from citysignal.twin import DEFAULT_SEED
 
 RESCO = ("cologne1", "cologne3", "cologne8", "ingolstadt1", "ingolstadt7", "ingolstadt21", "grid4x4", "arterial4x4")
@@ -41,6 +47,7 @@ ANCHORS = {
 SECTION = "## Classic baselines on the RESCO scenarios"
 UNBOUNDED_S = 1e9
 UNBOUNDED_LABEL = "maxpressure (no max-red)"
+TOOL_LABEL = "webster (SUMO tlsCycleAdaptation)"
 
 MAXPRESSURE_NOTE = """Fixed-time and SUMO-actuated reproduce the anchors (same programs, same seed; fixed-time runs
 through our safety guard, actuated is SUMO's own logic monitored by it). Max-pressure differs by
@@ -51,6 +58,25 @@ the bound lifted; what remains is the decision timing (ours decides per intersec
 green has run 10 s, the anchors' every 10 s) and the pressure counting only the movements a green
 serves (major green, or its only green).
 """
+
+
+def sumo_tool_webster(sc: Scenario, tmp: Path) -> Scenario:
+    """The scenario with SUMO's own Webster retiming (tools/tlsCycleAdaptation.py, defaults) loaded."""
+    routes = routed_files(sc, tmp)
+    plans = tmp / f"{sc.name}_tca.add.xml"
+    subprocess.run(
+        [sys.executable, str(tool("tlsCycleAdaptation.py")), "-n", str(sc.net_file), "-r", ",".join(map(str, routes)),
+         "-b", f"{sc.begin:g}", "-o", str(plans)],
+        check=True, capture_output=True, env=dict(os.environ, SUMO_HOME=str(sumo_home())),
+    )  # fmt: skip
+    cfg = tmp / f"{sc.name}_tca.sumocfg"
+    adds = ",".join(str(a) for a in (*sc.additional_files, plans))
+    cfg.write_text(
+        f'<configuration><input><net-file value="{sc.net_file}"/>'
+        f'<route-files value="{",".join(str(r) for r in sc.route_files)}"/><additional-files value="{adds}"/>'
+        f'</input><time><begin value="{sc.begin:g}"/><end value="{sc.end:g}"/></time></configuration>'
+    )
+    return load_sumocfg(cfg, sc.name)
 
 
 def anchor_table(results: list[report.EpisodeResult]) -> str:
@@ -75,14 +101,21 @@ def main() -> None:
     jobs = [Job(resolve(sc), c, DEFAULT_SEED + k) for sc in RESCO for c in CONTROLLERS for k in range(args.seeds)]
     # The anchors' max-pressure has no max-red bound: run ours once without it (bound beyond the window).
     unbounded = [Job(resolve(sc), "maxpressure", DEFAULT_SEED, max_red=UNBOUNDED_S) for sc in RESCO]
-    jobs += unbounded
+    # SUMO's own Webster retiming, replayed by our fixed-time controller, beside our online Webster.
+    tmp = Path(tempfile.mkdtemp(prefix="citysignal-tca-"))
+    tool_webster = [Job(sumo_tool_webster(resolve(sc), tmp), "fixed", DEFAULT_SEED + k)
+                    for sc in RESCO for k in range(args.seeds)]  # fmt: skip
+    jobs += unbounded + tool_webster
     started = time.perf_counter()
     with Progress(console=Console(stderr=True)) as progress:
         task = progress.add_task("RESCO baselines", total=len(jobs))
         results = run_jobs(jobs, workers=args.workers, on_done=lambda job, frac: progress.advance(task, frac))
     wall = time.perf_counter() - started
-    for r in results[-len(unbounded) :]:
+    for r in results[len(jobs) - len(unbounded) - len(tool_webster) : len(jobs) - len(tool_webster)]:
         r.controller = UNBOUNDED_LABEL
+    for r in results[len(jobs) - len(tool_webster) :]:
+        r.controller = TOOL_LABEL
+    shutil.rmtree(tmp)
     rows = report.summarize(results)
     command = "python benchmarks/resco_baselines.py " + " ".join(sys.argv[1:])
     body = (

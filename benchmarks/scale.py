@@ -112,7 +112,8 @@ def main() -> None:
             lat = _in_child(_latency, sc, controller, args.calls)
             run = _in_child(_controlled, sc, controller)
             rows.append((signals, controller, lat, run, bare))
-            print(f"  {controller}: p99 {lat['p99']:.2f} ms, overhead x{run['wall'] / bare['wall']:.2f}", file=sys.stderr)
+            ratio = run["wall"] / bare["wall"]
+            print(f"  {controller}: p99 {lat['p99']:.2f} ms, control layer x{ratio:.2f}", file=sys.stderr)
     lines = [
         "| signals | controller | decide p50 ms | decide p99 ms | observe / bare step | control layer / bare step "
         "| observe s | decide s | guard s | step s | bare step s | peak RSS MB | violations |",

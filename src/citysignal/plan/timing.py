@@ -51,7 +51,7 @@ class Plan:
     offset: float = 0.0
 
 
-def _routes(scenario: Scenario, tmp: Path) -> list[Path]:
+def routed_files(scenario: Scenario, tmp: Path) -> list[Path]:
     """Route files with explicit routes; trips without routes go through duarouter once."""
     out = []
     for path in scenario.route_files:
@@ -83,7 +83,7 @@ def movement_flows(scenario: Scenario, layout: Layout, begin: float, end: float)
     counts = np.zeros(len(layout.mov_int))
     named: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="citysignal-plan-") as tmp:
-        for path in _routes(scenario, Path(tmp)):
+        for path in routed_files(scenario, Path(tmp)):
             opener = gzip.open if path.suffix == ".gz" else open
             with opener(path, "rb") as fh:
                 for _, elem in ET.iterparse(fh):
