@@ -38,18 +38,23 @@ class SharedPolicy(nn.Module):
     def forward(
         self, index: CityIndex, mov: torch.Tensor, green: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        serve_green = torch.as_tensor(index.serve_green)
-        serve_mov = torch.as_tensor(index.serve_mov)
-        green_int = torch.as_tensor(index.green_int)
+        dev = mov.device
+        serve_green = torch.as_tensor(index.serve_green, device=dev)
+        serve_mov = torch.as_tensor(index.serve_mov, device=dev)
+        green_int = torch.as_tensor(index.green_int, device=dev)
         t = mov.shape[0]
         h = torch.relu(mov @ self.w1 + self.b1)
         h = torch.relu(h @ self.w2 + self.b2)
-        emb = torch.zeros(t, index.n_greens, h.shape[-1], dtype=h.dtype).index_add(1, serve_green, h[:, serve_mov])
+        emb = torch.zeros(t, index.n_greens, h.shape[-1], dtype=h.dtype, device=dev).index_add(
+            1, serve_green, h[:, serve_mov]
+        )
         diff = mov[:, serve_mov, 0] - mov[:, serve_mov, 2]
-        pressure = torch.zeros(t, index.n_greens, dtype=h.dtype).index_add(1, serve_green, diff)
+        pressure = torch.zeros(t, index.n_greens, dtype=h.dtype, device=dev).index_add(1, serve_green, diff)
         z = torch.relu(torch.cat([emb, green], dim=-1) @ self.w3 + self.b3)
         scores = (z @ self.w4)[..., 0] + self.b4[0] + self.alpha[0] * pressure
-        pooled = torch.zeros(t, index.n_intersections, h.shape[-1], dtype=h.dtype).index_add(1, green_int, emb)
+        pooled = torch.zeros(t, index.n_intersections, h.shape[-1], dtype=h.dtype, device=dev).index_add(
+            1, green_int, emb
+        )
         counts = torch.bincount(green_int, minlength=index.n_intersections).clamp(min=1).to(h.dtype)
         v = torch.relu((pooled / counts[None, :, None]) @ self.wv1 + self.bv1)
         values = (v @ self.wv2)[..., 0] + self.bv2[0]
@@ -57,7 +62,7 @@ class SharedPolicy(nn.Module):
 
     def log_probs(self, index: CityIndex, scores: torch.Tensor) -> torch.Tensor:
         """(T x N x max greens) log-probabilities, padding at -inf."""
-        slots = torch.as_tensor(index.slots)
+        slots = torch.as_tensor(index.slots, device=scores.device)
         padded = scores[:, slots.clamp(min=0)]
         padded = padded.masked_fill((slots < 0)[None], float("-inf"))
         return torch.log_softmax(padded, dim=-1)

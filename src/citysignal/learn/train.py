@@ -80,7 +80,8 @@ class Trainer:
         self.on_progress = on_progress or (lambda msg, frac: None)
         torch.manual_seed(config.seed)
         torch.set_num_threads(1)
-        self.model = SharedPolicy(seed=config.seed)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = SharedPolicy(seed=config.seed).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.progress = Progress()
         self.feature_max = np.ones(4)
@@ -91,7 +92,7 @@ class Trainer:
         config.out.mkdir(parents=True, exist_ok=True)
         self.checkpoint = config.out / "checkpoint.pt"
         if config.resume and self.checkpoint.exists():
-            state = torch.load(self.checkpoint, weights_only=False)
+            state = torch.load(self.checkpoint, weights_only=False, map_location=self.device)
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.progress = state["progress"]
@@ -174,12 +175,13 @@ class Trainer:
         for _ in range(cfg.epochs):
             for r, adv, ret in batches:
                 index = self.indexes[r.scenario.name]
-                mov = torch.as_tensor(np.array(r.mov), dtype=torch.float64)
-                green = torch.as_tensor(np.array(r.green), dtype=torch.float64)
-                actions = torch.as_tensor(np.array(r.actions))
-                old_logp = torch.as_tensor(np.array(r.logp))
-                advantage = torch.as_tensor((adv - mean) / scale)
-                returns = torch.as_tensor(ret)
+                dev = self.device
+                mov = torch.as_tensor(np.array(r.mov), dtype=torch.float64, device=dev)
+                green = torch.as_tensor(np.array(r.green), dtype=torch.float64, device=dev)
+                actions = torch.as_tensor(np.array(r.actions), device=dev)
+                old_logp = torch.as_tensor(np.array(r.logp), device=dev)
+                advantage = torch.as_tensor((adv - mean) / scale, device=dev)
+                returns = torch.as_tensor(ret, device=dev)
                 scores, values = self.model(index, mov, green)
                 logp_all = self.model.log_probs(index, scores)
                 logp = logp_all.gather(-1, actions[..., None])[..., 0]
