@@ -14,7 +14,6 @@ import argparse
 import csv
 import datetime as dt
 import platform
-import re
 import sys
 import time
 from collections import defaultdict
@@ -26,6 +25,7 @@ from rich.progress import Progress
 
 from citysignal.bench.episode import EpisodeResult
 from citysignal.bench.parallel import Job, run_jobs
+from citysignal.bench.report import update_section
 from citysignal.scenarios import resolve
 from citysignal.twin import DEFAULT_SEED
 
@@ -126,10 +126,7 @@ def main() -> None:
         f"### Zero-shot transfer (mean over {args.transfer_seeds} seed(s), each city's own 1 h window)\n\n"
         + "\n".join(transfer) + "\n\n![training curve](benchmarks/ai_training_curve.png)\n"
     )
-    text = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"{re.escape(SECTION)}\n.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(lambda _: body, text) if pattern.search(text) else text.rstrip() + "\n\n" + body
-    args.out.write_text(text)
+    update_section(args.out, SECTION, body)
     print(body)
 
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import platform
-import re
 import sys
 import time
 from pathlib import Path
 
 from citysignal.bench.demo import KPIS, run_demo
+from citysignal.bench.report import update_section
 
 SECTION = "## City evening peak (flagship)"
 
@@ -40,10 +40,7 @@ def main() -> None:
         "taxi trips redrawn under the synthetic evening-peak profile; seed 23423; report: `out/demo/report.html`\n\n"
         + "\n".join(rows) + "\n"
     )
-    text = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"{re.escape(SECTION)}.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(lambda _: body, text) if pattern.search(text) else text.rstrip() + "\n\n" + body
-    args.out.write_text(text)
+    update_section(args.out, SECTION, body)
     print(body)
 
 

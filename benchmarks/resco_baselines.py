@@ -13,7 +13,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -130,10 +129,7 @@ def main() -> None:
         f"### Agreement with the shared anchors (same simulator, same programs, seed 23423)\n\n"
         f"{anchor_table(results)}\n{MAXPRESSURE_NOTE}"
     )
-    text = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"{re.escape(SECTION)}.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(lambda _: body, text) if pattern.search(text) else text.rstrip() + "\n\n" + body
-    args.out.write_text(text)
+    report.update_section(args.out, SECTION, body)
     Console().print(report.rich_table(rows))
 
 

@@ -21,7 +21,6 @@ import datetime as dt
 import multiprocessing as mp
 import os
 import platform
-import re
 import resource
 import sys
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from citysignal.bench.episode import run_episode
+from citysignal.bench.report import update_section
 from citysignal.control import make_controller
 from citysignal.network import load_network
 from citysignal.network.layout import Layout
@@ -134,10 +134,7 @@ def main() -> None:
         f"episode {args.seconds:g} s after 600 s of filling up; decisions on one core over {args.calls} calls\n"
         f"- targets: {TARGETS}\n\n" + "\n".join(lines) + "\n"
     )
-    text = args.out.read_text() if args.out.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"{re.escape(SECTION)}.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(lambda _: body, text) if pattern.search(text) else text.rstrip() + "\n\n" + body
-    args.out.write_text(text)
+    update_section(args.out, SECTION, body)
     print(body)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,6 +68,14 @@ def markdown_table(rows: Sequence[dict[str, object]]) -> str:
         cells += [fmt.format(row[key]) for key, _, fmt in TABLE_COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def update_section(path: Path, title: str, body: str) -> None:
+    """Replace the `## title` section of a Markdown file (BENCHMARKS.md) with `body`, or append it."""
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(rf"{re.escape(title)}\n.*?(?=\n## |\Z)", re.S)
+    text = pattern.sub(lambda _: body, text) if pattern.search(text) else text.rstrip() + "\n\n" + body
+    path.write_text(text)
 
 
 def json_lines(results: Sequence[EpisodeResult]) -> str:
