@@ -48,7 +48,7 @@ def random_demand(
     trips = out / f"{name}.trips.xml"
     run_tool([sys.executable, str(tool("randomTrips.py")), "-n", str(net), "-o", str(trips), "-r", str(base),
               "-b", "0", "-e", f"{base_len:g}", "--insertion-density", f"{density:g}", "--fringe-factor", "5",
-              "--seed", str(seed), "--validate", "--remove-loops"], "randomTrips")  # fmt: skip
+              "--seed", str(seed), "--remove-loops"], "randomTrips")  # fmt: skip
     flat = out / f"{name}.base.sumocfg"
     flat.write_text(
         f'<configuration><input><net-file value="{net.name}"/><route-files value="{base.name}"/></input>'

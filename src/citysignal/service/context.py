@@ -3,7 +3,7 @@
 `build_service` does everything that can fail on user input (settings, scenario, net, database,
 controller name) before anything runs, so `citysignal serve` reports it in one line with exit code 2.
 `Service.start` writes the start record (and notes a previous run that ended without a stop record,
-i.e. was killed or crashed) and starts the twin; `stop` is idempotent.
+i.e. was killed or crashed) and starts the twin in its worker process; `stop` is idempotent.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ from citysignal.network import load_network
 from citysignal.network.layout import Layout
 from citysignal.scenarios import Scenario, resolve
 from citysignal.service.config import Settings
-from citysignal.service.engine import KPI_EVERY_S, ControlEngine, EngineConfig
+from citysignal.service.engine import KPI_EVERY_S, EngineConfig
 from citysignal.service.geometry import geometry
 from citysignal.service.security import RateLimiter, TokenRegistry
 from citysignal.service.store import AuditStore, EventIn
+from citysignal.service.worker import EngineProcess
 from citysignal.twin import DEFAULT_SEED
 
 MAX_SPEED = 1000.0
@@ -33,7 +34,7 @@ MAX_SPEED = 1000.0
 class Service:
     settings: Settings
     scenario: Scenario
-    engine: ControlEngine
+    engine: EngineProcess
     store: AuditStore
     tokens: TokenRegistry
     limiter: RateLimiter
@@ -117,7 +118,7 @@ def build_service(
     run_id = uuid.uuid4().hex
     store = AuditStore(settings.db_url, run_id)
     try:
-        engine = ControlEngine(EngineConfig(sc, controller, speed, seed, max_red), network, layout, store)
+        engine = EngineProcess(EngineConfig(sc, controller, speed, seed, max_red), network, layout, store)
     except UserError:
         store.close()
         raise

@@ -14,8 +14,10 @@ taken where it is assigned. A controller taking over starts fresh, `reset` from 
 phase (so a cycle controller continues from the green that is showing). `actuated` is SUMO's own
 program, not a guard-driven controller, so the service does not offer it.
 
-The API threads never touch SUMO: they read `live()`, an immutable snapshot published after every
-step, and change overrides/assignments under a lock the loop holds only during a step. When the
+Readers never touch SUMO: they read `live()`, an immutable snapshot published after every step (and
+handed to `on_publish`), and change overrides/assignments under a lock the loop holds only during a
+step. The service runs this engine in a worker process (see `worker.py`): libsumo holds the GIL for a
+whole simulation step, which would stall the API if both shared a process. When the
 scenario's window ends, the next episode starts at once (seed + episode number), keeping the
 controller assignment and the overrides.
 
@@ -29,7 +31,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -122,7 +124,10 @@ class Live:
 
 
 class ControlEngine:
-    def __init__(self, config: EngineConfig, network: Network, layout: Layout, recorder: Recorder) -> None:
+    def __init__(
+        self, config: EngineConfig, network: Network, layout: Layout, recorder: Recorder,
+        on_publish: Callable[[Live], None] | None = None,
+    ) -> None:  # fmt: skip
         self.offered = offered_controllers()
         if config.controller not in self.offered:
             hint = " (SUMO's own program: use `citysignal bench` for it)" if config.controller == "actuated" else ""
@@ -135,6 +140,7 @@ class ControlEngine:
         self.network = network
         self.layout = layout
         self.recorder = recorder
+        self.on_publish = on_publish
         make_controller(config.controller)  # an unknown name fails here, before the thread starts
         self.fields = SERVICE_FIELDS.union(*(make_controller(n).requires for n in self.offered))
         self.index = {inter.id: k for k, inter in enumerate(layout.intersections)}
@@ -350,6 +356,8 @@ class ControlEngine:
             capacity=self.capacity(),
             queue_fraction=np.minimum(1.0, obs.lane("halting") * JAM_SPACING_M / self._lane_length),
         )
+        if self.on_publish is not None:
+            self.on_publish(self._live)
         self._ready.set()
 
     def pace(self) -> float:
