@@ -58,9 +58,7 @@ class Hub:
             self.seq += 1
             if not self.subscribers:
                 continue
-            frame = self.build()
-            frame["seq"] = self.seq
-            frame["sent_at"] = time.time()
+            frame = {"seq": self.seq, "sent_at": time.time(), **self.build()}
             text = json.dumps(frame, separators=(",", ":"))
             for sub in list(self.subscribers):
                 sub.offer(text)

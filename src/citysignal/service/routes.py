@@ -5,7 +5,8 @@ the record's id), so what an operator saw acknowledged survives a kill -9.
 
 WebSocket `/api/ws`: browsers cannot set headers on a WebSocket, so the client's first message is
 `{"token": "..."}` (empty when reads are open); then the server sends `{"type": "hello"}` and one
-`{"type": "state"}` frame per second. Close codes: 4401 unauthenticated, 1008 foreign origin.
+`{"type": "state"}` frame per second (`seq` and `sent_at` first, so a client can read them without
+parsing the rest). Close codes: 4401 unauthenticated, 1008 foreign origin.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ import json
 import math
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Path, Query, Response, WebSocket
+from numpy.typing import NDArray
 from starlette.websockets import WebSocketDisconnect
 
 from citysignal.service.config import Role
@@ -43,6 +46,14 @@ ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 router = APIRouter(prefix="/api")
+# Lane congestion travels as one character per observed lane: level = index in LEVELS (0 free .. 63 full).
+LEVELS = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz-_"
+
+
+def encode_levels(fraction: NDArray[np.float64]) -> str:
+    """Queue fractions (0..1) as one character each: a 2,562-lane city is 2.5 KiB per frame, not 8."""
+    levels = np.clip(np.rint(np.asarray(fraction) * (len(LEVELS) - 1)), 0, len(LEVELS) - 1).astype(np.int64)
+    return "".join(LEVELS[i] for i in levels.tolist())
 
 
 def state_payload(service: Service) -> dict[str, Any]:
@@ -75,7 +86,7 @@ def state_payload(service: Service) -> dict[str, Any]:
         overrides=live.overrides,
         kpi=live.kpi,
         kpi_sample=live.kpi_sample,
-        lanes=[round(v * 100) for v in live.queue_fraction.tolist()],
+        lanes=encode_levels(live.queue_fraction),
     )
     return out
 
