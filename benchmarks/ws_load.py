@@ -37,6 +37,8 @@ import httpx
 import numpy as np
 from websockets.asyncio.client import connect
 
+from citysignal.bench.report import update_section
+
 SECTION = "## Command-center WebSocket load"
 SERVED = re.compile(r"serving \S+ with \S+ at x\S+ at (http://\S+?)/ ")
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -132,13 +134,6 @@ def start_service(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.P
     raise SystemExit(f"service did not start: {log.read_text()}")
 
 
-def write_section(out: Path, body: str) -> None:
-    text = out.read_text() if out.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"{re.escape(SECTION)}.*?(?=\n## |\Z)", re.S)
-    text = pattern.sub(lambda _: body, text) if pattern.search(text) else text.rstrip() + "\n\n" + body
-    out.write_text(text)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=100)
@@ -207,7 +202,7 @@ def main() -> None:
         f"i.e. the service process waited for a CPU): {slow_ticks} of {len(tick_medians)}; the slowest tick's "
         f"median: {max(tick_medians, default=float('nan')):.1f} ms.\n"
     )
-    write_section(args.out, body)
+    update_section(args.out, SECTION, body)
     print(body)
     if failed:
         print("failures:", *sorted(set(failed))[:5], sep="\n  ")
