@@ -46,7 +46,7 @@ def _scenario(size: int, seconds: float) -> Scenario:
     cfg = Path("out/scale") / f"grid{size}.sumocfg"
     if not cfg.exists():
         grid_city(size, cfg.parent)
-    return resolve(str(cfg), 600.0, 600.0 + seconds)  # skip the first 10 minutes of filling up
+    return resolve(str(cfg), 600.0, 600.0 + seconds)  # SUMO starts the city empty at 600 s
 
 
 def _bare(sc: Scenario) -> dict[str, float]:
@@ -131,7 +131,8 @@ def main() -> None:
         f"{os.cpu_count()} cores, Python {platform.python_version()}\n"
         f"- command: `python benchmarks/scale.py {' '.join(sys.argv[1:])}`\n"
         f"- cities: `grid_city` n x n signalized grids, 2 lanes per direction, random demand (40 trips/h/km); "
-        f"episode {args.seconds:g} s after 600 s of filling up; decisions on one core over {args.calls} calls\n"
+        f"window 600-{600 + args.seconds:g} s of the demand (the city starts empty at 600 s and fills up); "
+        f"decisions on one core over {args.calls} calls\n"
         f"- targets: {TARGETS}\n\n" + "\n".join(lines) + "\n"
     )
     update_section(args.out, SECTION, body)

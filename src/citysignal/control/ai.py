@@ -30,6 +30,7 @@ Weights live in a small `.npz` (see `learn.export`); torch is needed only to tra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from pathlib import Path
 from typing import ClassVar
@@ -58,12 +59,35 @@ def default_policy_path() -> Path:
 class CityIndex:
     """Per-layout index arrays the policy needs (built once per network)."""
 
-    serve_green: NDArray[np.int64]
+    serve_green: NDArray[np.int64]  # sorted: the layout lists each green's movements together
     serve_mov: NDArray[np.int64]
-    green_int: NDArray[np.int64]
+    green_int: NDArray[np.int64]  # sorted
     slots: NDArray[np.int64]  # (intersections x max greens) global green index, -1 = padding
     n_greens: int
     n_intersections: int
+
+    @cached_property
+    def _segments(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+        """Greens that serve something, and where their run of serve pairs starts."""
+        greens, starts = np.unique(self.serve_green, return_index=True)
+        return greens, starts
+
+    def sum_per_green(self, per_pair: FloatArray) -> FloatArray:
+        """Sum rows of a per-serve-pair array into one row per green (np.add.reduceat, not np.add.at:
+        the pairs are grouped by green, and reduceat is an order of magnitude faster)."""
+        greens, starts = self._segments
+        out = np.zeros((self.n_greens, *per_pair.shape[1:]))
+        if len(starts):
+            out[greens] = np.add.reduceat(per_pair, starts, axis=0)
+        return out
+
+    @cached_property
+    def _green_starts(self) -> NDArray[np.int64]:
+        return np.flatnonzero(np.r_[True, self.green_int[1:] != self.green_int[:-1]])
+
+    def mean_per_intersection(self, per_green: FloatArray) -> FloatArray:
+        counts = np.diff(np.r_[self._green_starts, len(self.green_int)])
+        return np.asarray(np.add.reduceat(per_green, self._green_starts, axis=0) / counts[:, None], dtype=np.float64)
 
     @classmethod
     def from_layout(cls, layout: Layout) -> CityIndex:
@@ -100,26 +124,26 @@ def green_features(layout: Layout, obs: Observation) -> FloatArray:
     return np.stack([current, current * np.minimum(obs.time_in_phase[layout.green_int], 120.0) / TIME_SCALE], axis=-1)
 
 
-def _relu(x: FloatArray) -> FloatArray:
-    return np.maximum(x, 0.0)
+def _dense_relu(x: FloatArray, w: FloatArray, b: FloatArray) -> FloatArray:
+    """relu(x @ w + b), in place: at city scale these arrays are megabytes, and memory traffic,
+    not arithmetic, is what an extra temporary costs."""
+    out = x @ w
+    out += b
+    return np.maximum(out, 0.0, out=out)
 
 
 def forward(
     params: dict[str, FloatArray], index: CityIndex, mov: FloatArray, green: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
     """Scores (greens) and values (intersections) for one city snapshot; mirrors `learn.model`."""
-    h = _relu(mov @ params["w1"] + params["b1"])
-    h = _relu(h @ params["w2"] + params["b2"])
-    emb = np.zeros((index.n_greens, h.shape[1]))
-    np.add.at(emb, index.serve_green, h[index.serve_mov])
+    h = _dense_relu(_dense_relu(mov, params["w1"], params["b1"]), params["w2"], params["b2"])
+    emb = index.sum_per_green(h[index.serve_mov])
     pressure = np.bincount(index.serve_green, weights=mov[index.serve_mov, 0] - mov[index.serve_mov, 2],
                            minlength=index.n_greens)  # fmt: skip
-    z = _relu(np.concatenate([emb, green], axis=-1) @ params["w3"] + params["b3"])
+    z = _dense_relu(np.concatenate([emb, green], axis=-1), params["w3"], params["b3"])
     scores = z @ params["w4"][:, 0] + params["b4"][0] + params["alpha"][0] * pressure
-    pooled = np.zeros((index.n_intersections, h.shape[1]))
-    np.add.at(pooled, index.green_int, emb)
-    pooled /= np.maximum(np.bincount(index.green_int, minlength=index.n_intersections), 1)[:, None]
-    v = _relu(pooled @ params["wv1"] + params["bv1"])
+    pooled = index.mean_per_intersection(emb)
+    v = _dense_relu(pooled, params["wv1"], params["bv1"])
     values = v @ params["wv2"][:, 0] + params["bv2"][0]
     return scores, values
 
