@@ -71,7 +71,8 @@ def _congestion_maps(network: Network, results: Sequence[EpisodeResult]) -> obje
     lanes = [ln for ln in network.lanes.values() if len(ln.shape) > 1 and not ln.id.startswith(":")]
     segments = [ln.shape for ln in lanes]
     queues = np.array([[r.snapshot.get(ln.id, 0.0) for ln in lanes] for r in results])
-    top = max(5.0, float(np.percentile(queues, 99)))  # one scale for every panel, so they compare
+    queued = queues[queues > 0]
+    top = max(5.0, float(np.percentile(queued, 90)) if queued.size else 5.0)  # one scale for all panels
     width, height = network.bounds[2] - network.bounds[0], network.bounds[3] - network.bounds[1]
     panel_w = float(np.clip(6.0 * width / max(height, 1.0), 2.5, 6.0))
     fig, axes = plt.subplots(1, len(results), figsize=(panel_w * len(results) + 1.5, 6.5), squeeze=False)
@@ -83,7 +84,7 @@ def _congestion_maps(network: Network, results: Sequence[EpisodeResult]) -> obje
         ax.set_aspect("equal")
         ax.set_xticks([])
         ax.set_yticks([])
-        ax.set_title(f"{r.controller} at {_clock(r.snapshot_time)}\n{int(q.sum())} vehicles queued")
+        ax.set_title(f"{r.controller} at {_clock(r.snapshot_time)}\n{int(q.sum())} queued", fontsize=9)
     fig.colorbar(coll, ax=axes[0].tolist(), shrink=0.6, label="vehicles queued on the lane")
     return fig
 

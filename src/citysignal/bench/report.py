@@ -92,10 +92,10 @@ def delay_queue_figure(runs: Sequence[EpisodeResult], title: str) -> Figure:
     fig, (ax_delay, ax_queue) = plt.subplots(1, 2, figsize=(12, 4.5))
     for controller in dict.fromkeys(r.controller for r in runs):
         first = next(r for r in runs if r.controller == controller)
-        ax_delay.plot(np.array(first.delay_t) / 60, first.delay, marker="o", label=controller)
-        ax_queue.plot(np.array(first.queue_t) / 60, first.queue, label=controller)
-    ax_delay.set(title=f"{title}: RESCO delay by scheduled departure", xlabel="time (min)", ylabel="s/vehicle")
-    ax_queue.set(title=f"{title}: vehicles queued at signals", xlabel="time (min)", ylabel="halting vehicles")
+        ax_delay.plot(np.array(first.delay_t) / 3600, first.delay, marker="o", label=controller)
+        ax_queue.plot(np.array(first.queue_t) / 3600, first.queue, label=controller)
+    ax_delay.set(title=f"{title}: RESCO delay by scheduled departure", xlabel="time of day (h)", ylabel="s/vehicle")
+    ax_queue.set(title=f"{title}: vehicles queued at signals", xlabel="time of day (h)", ylabel="halting vehicles")
     for ax in (ax_delay, ax_queue):
         ax.grid(alpha=0.3)
         ax.legend()
