@@ -47,6 +47,7 @@ SECTION = "## Classic baselines on the RESCO scenarios"
 UNBOUNDED_S = 1e9
 UNBOUNDED_LABEL = "maxpressure (no max-red)"
 TOOL_LABEL = "webster (SUMO tlsCycleAdaptation)"
+TOOL_FAILED: dict[str, str] = {}  # scenario -> the tool's last error line
 
 MAXPRESSURE_NOTE = """Fixed-time and SUMO-actuated reproduce the anchors (same programs, same seed; fixed-time runs
 through our safety guard, actuated is SUMO's own logic monitored by it). Max-pressure differs by
@@ -59,15 +60,19 @@ serves (major green, or its only green).
 """
 
 
-def sumo_tool_webster(sc: Scenario, tmp: Path) -> Scenario:
-    """The scenario with SUMO's own Webster retiming (tools/tlsCycleAdaptation.py, defaults) loaded."""
+def sumo_tool_webster(sc: Scenario, tmp: Path) -> Scenario | None:
+    """The scenario with SUMO's own Webster retiming (tools/tlsCycleAdaptation.py, defaults) loaded;
+    None where the tool itself fails on the net."""
     routes = routed_files(sc, tmp)
     plans = tmp / f"{sc.name}_tca.add.xml"
-    subprocess.run(
+    proc = subprocess.run(
         [sys.executable, str(tool("tlsCycleAdaptation.py")), "-n", str(sc.net_file), "-r", ",".join(map(str, routes)),
          "-b", f"{sc.begin:g}", "-o", str(plans)],
-        check=True, capture_output=True, env=dict(os.environ, SUMO_HOME=str(sumo_home())),
+        capture_output=True, text=True, env=dict(os.environ, SUMO_HOME=str(sumo_home())),
     )  # fmt: skip
+    if proc.returncode != 0:
+        TOOL_FAILED[sc.name] = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        return None
     cfg = tmp / f"{sc.name}_tca.sumocfg"
     adds = ",".join(str(a) for a in (*sc.additional_files, plans))
     cfg.write_text(
@@ -102,8 +107,8 @@ def main() -> None:
     unbounded = [Job(resolve(sc), "maxpressure", DEFAULT_SEED, max_red=UNBOUNDED_S) for sc in RESCO]
     # SUMO's own Webster retiming, replayed by our fixed-time controller, beside our online Webster.
     tmp = Path(tempfile.mkdtemp(prefix="citysignal-tca-"))
-    tool_webster = [Job(sumo_tool_webster(resolve(sc), tmp), "fixed", DEFAULT_SEED + k)
-                    for sc in RESCO for k in range(args.seeds)]  # fmt: skip
+    retimed = [s for s in (sumo_tool_webster(resolve(sc), tmp) for sc in RESCO) if s is not None]
+    tool_webster = [Job(s, "fixed", DEFAULT_SEED + k) for s in retimed for k in range(args.seeds)]
     jobs += unbounded + tool_webster
     started = time.perf_counter()
     with Progress(console=Console(stderr=True)) as progress:
@@ -128,6 +133,7 @@ def main() -> None:
         f"{report.markdown_table(rows)}\n"
         f"### Agreement with the shared anchors (same simulator, same programs, seed 23423)\n\n"
         f"{anchor_table(results)}\n{MAXPRESSURE_NOTE}"
+        + "".join(f"\nSUMO's tlsCycleAdaptation.py failed on {name}: `{err}`\n" for name, err in TOOL_FAILED.items())
     )
     report.update_section(args.out, SECTION, body)
     Console().print(report.rich_table(rows))
