@@ -38,7 +38,7 @@ class DemandProfile:
 
     def rate(self, t: np.ndarray) -> np.ndarray:
         xs, ys = zip(*self.knots, strict=True)
-        return np.interp(t, xs, ys)
+        return np.asarray(np.interp(t, xs, ys), dtype=np.float64)
 
 
 PROFILES = {
@@ -123,7 +123,9 @@ def reshape(
     with gzip.open(route_file, "wb") as fh:
         ET.ElementTree(routes).write(fh, encoding="utf-8", xml_declaration=True)
     cfg = out_dir / f"{name}.sumocfg"
-    rel = lambda p: os.path.relpath(p, out_dir)  # noqa: E731 - paths stay valid when the folder moves with its inputs
+    def rel(path: Path) -> str:  # relative, so the folder can move together with its inputs
+        return os.path.relpath(path, out_dir)
+
     adds = ",".join(rel(a) for a in scenario.additional_files)
     cfg.write_text(
         '<?xml version="1.0" encoding="UTF-8"?>\n'

@@ -11,6 +11,7 @@ subscriptions, see shared anchors), and only the fields some consumer declared a
 
 from __future__ import annotations
 
+import importlib
 import tempfile
 from pathlib import Path
 from types import ModuleType, TracebackType
@@ -101,11 +102,7 @@ class Twin:
 
     def __enter__(self) -> Twin:
         self._tmp = tempfile.TemporaryDirectory(prefix="citysignal-")
-        api: ModuleType
-        if self.gui:
-            import traci as api
-        else:
-            import libsumo as api
+        api: ModuleType = importlib.import_module("traci" if self.gui else "libsumo")
         try:
             api.start(self._command(Path(self._tmp.name)))
         except Exception as exc:  # SUMO reports bad input as a generic error
