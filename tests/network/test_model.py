@@ -315,3 +315,30 @@ def test_missing_additional_file_is_a_user_error(tmp_path, scenario_of) -> None:
     with pytest.raises(UserError, match="not found") as info:
         load_network(scenario_of("cologne1").net_file, [missing])
     assert str(missing) in str(info.value)
+
+
+def test_pedestrian_crossings(tmp_path: Path) -> None:
+    """No bundled net has crossings, so build a junction with sidewalks and signalized crossings."""
+    net_file = tmp_path / "ped.net.xml"
+    subprocess.run(
+        [binary("netgenerate"), "--grid", "--grid.x-number", "1", "--grid.y-number", "1", "--grid.attach-length",
+         "200", "--default-junction-type", "traffic_light", "--sidewalks.guess", "--crossings.guess",
+         "-o", str(net_file)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    inter = load_network(net_file).by_id["A0"]  # the junction; the arms' ends are plain
+    peds = inter.pedestrian_signals
+    assert len(peds) == 4  # one signalized crossing per arm
+    assert all(m.from_lane.startswith(":") for m in inter.movements if m.pedestrian)
+    assert inter.hard_conflict[list(peds)].any()  # crossings conflict with turning vehicles
+    assert all(not m.pedestrian for m in inter.vehicle_movements)
+    # the program clears crossings with a pedestrian red (no yellow) while vehicles keep green:
+    # that is its own legal transition, kept as it is
+    for a in range(len(inter.greens)):
+        for b in range(len(inter.greens)):
+            chain = [inter.greens[a], *(s for s, _ in inter.transition(a, b)), inter.greens[b]]
+            for before, after in itertools.pairwise(chain):
+                assert not signals.conflicting_pairs(after, inter.hard_conflict)
+                dropped = signals.lost_green_without_yellow(before, after)
+                assert set(dropped) <= set(peds)
+    assert inter.transition(0, 1) == ()  # green -> pedestrian clearance, straight from the program

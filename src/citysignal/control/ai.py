@@ -208,9 +208,6 @@ class AiController(Controller):
         self.request = self.hold_all()
         self._next = -np.inf
 
-    def set_params(self, params: dict[str, FloatArray], feature_max: FloatArray) -> None:
-        """Swap in other weights (e.g. a training checkpoint under validation)."""
-        self.params, self.feature_max = params, feature_max
 
     def decide(self, obs: Observation) -> NDArray[np.int64]:
         if obs.time < self._next:

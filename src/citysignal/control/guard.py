@@ -227,7 +227,7 @@ class SafetyGuard:
                 pairs = signals.conflicting_pairs(after, inter.hard_conflict)
                 if pairs:
                     problems.append(f"conflicting greens {pairs[:3]} in {after!r}")
-                dropped = signals.lost_green_without_yellow(before, after)
+                dropped = signals.lost_green_without_yellow(before, after, inter.pedestrian_signals)
                 if dropped:
                     problems.append(f"green to red without yellow on signals {dropped[:5]} ({before!r} -> {after!r})")
             self._checked[key] = problems

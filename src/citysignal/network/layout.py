@@ -25,7 +25,6 @@ class Layout:
     intersections: tuple[Intersection, ...]
     lanes: tuple[str, ...]
     lane_length: FloatArray
-    lane_speed: FloatArray
     mov_int: IntArray
     mov_in: IntArray
     mov_out: IntArray
@@ -74,7 +73,6 @@ class Layout:
             intersections=inters,
             lanes=tuple(lanes),
             lane_length=np.array([ln.length for ln in lane_objs], dtype=float),
-            lane_speed=np.array([ln.speed for ln in lane_objs], dtype=float),
             mov_int=np.array(mov_int, dtype=np.int64),
             mov_in=np.array(mov_in, dtype=np.int64),
             mov_out=np.array(mov_out, dtype=np.int64),

@@ -196,9 +196,12 @@ class Intersection:
             return ()
         key = (src, dst)
         if key not in self._transitions:
-            self._transitions[key] = self._program_transition(src, dst) or signals.synthesize_transition(
-                self.greens[src], self.greens[dst], self.yellow_time, self.all_red_time
-            )
+            own = self._program_transition(src, dst)  # () is a real answer: the program goes green to green
+            if own is None:
+                own = signals.synthesize_transition(
+                    self.greens[src], self.greens[dst], self.yellow_time, self.all_red_time
+                )
+            self._transitions[key] = own
         return self._transitions[key]
 
     def _program_transition(self, src: int, dst: int) -> tuple[tuple[str, float], ...] | None:
@@ -219,7 +222,7 @@ class Intersection:
     def _legal_path(self, src: int, dst: int, steps: list[tuple[str, float]]) -> bool:
         chain = [self.greens[src], *(s for s, _ in steps), self.greens[dst]]
         for before, after in pairwise(chain):
-            if signals.lost_green_without_yellow(before, after):
+            if signals.lost_green_without_yellow(before, after, self.pedestrian_signals):
                 return False
             if signals.conflicting_pairs(after, self.hard_conflict):
                 return False

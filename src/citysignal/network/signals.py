@@ -9,11 +9,14 @@ Legality, as the safety guard enforces it:
   a hard-conflicting one is major green; a hard conflict is a pair of movements whose paths cross or
   merge at the junction and neither of which the net tells to yield to the other (see `parse.py`);
   a minor green (`g`) always yields, so it never makes a state illegal;
-- a signal that loses its green passes through yellow before red (`y` lasts at least the program's
-  yellow time, checked by the guard which knows the clock).
+- a vehicle signal that loses its green passes through yellow before red (`y` lasts at least the
+  program's yellow time, checked by the guard which knows the clock); pedestrian signals are cleared
+  by the program's own pedestrian-red phase instead.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 import numpy as np
 from numpy.typing import NDArray
@@ -22,10 +25,6 @@ GREEN_CHARS = frozenset("GgOo")
 MAJOR_CHARS = frozenset("GO")
 YELLOW_CHARS = frozenset("yYu")
 DEFAULT_YELLOW_S = 3.0
-
-
-def is_green(ch: str) -> bool:
-    return ch in GREEN_CHARS
 
 
 def is_transitional(state: str) -> bool:
@@ -54,12 +53,15 @@ def conflicting_pairs(state: str, hard_conflict: NDArray[np.bool_]) -> list[tupl
     return sorted({(int(min(a, b)), int(max(a, b))) for a, b in zip(rows, cols, strict=True)})
 
 
-def lost_green_without_yellow(before: str, after: str) -> list[int]:
-    """Signals that go straight from green to red between two consecutive states."""
+def lost_green_without_yellow(before: str, after: str, exempt: Collection[int] = ()) -> list[int]:
+    """Signals that go straight from green to red between two consecutive states.
+
+    `exempt` signals (pedestrian crossings: SUMO programs clear them with a pedestrian red while
+    vehicles keep their green, not with a yellow) may do so."""
     return [
         i
         for i, (a, b) in enumerate(zip(before, after, strict=True))
-        if a in GREEN_CHARS and b not in GREEN_CHARS and b not in YELLOW_CHARS
+        if a in GREEN_CHARS and b not in GREEN_CHARS and b not in YELLOW_CHARS and i not in exempt
     ]
 
 
