@@ -29,6 +29,7 @@ Weights live in a small `.npz` (see `learn.export`); torch is needed only to tra
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -180,8 +181,9 @@ def load_policy(path: Path) -> tuple[dict[str, FloatArray], FloatArray]:
         with np.load(path) as data:
             params = {k: np.asarray(data[k], dtype=np.float64) for k in PARAM_NAMES}
             feature_max = np.asarray(data["feature_max"], dtype=np.float64)
-    except (OSError, KeyError, ValueError) as exc:
-        raise UserError(f"cannot load AI policy {path}: {exc}") from exc
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise UserError(f"cannot load AI policy {path}: {reason} (not a policy .npz written by citysignal train)") from exc
     return params, feature_max
 
 

@@ -50,5 +50,9 @@ class Controller(ABC):
         Built on demand from the last decision's arrays, so deciding stays free of per-intersection
         string work."""
 
+    def stats(self) -> dict[str, float]:
+        """Episode counters worth reporting beside the metrics (e.g. how often a fallback took over)."""
+        return {}
+
     def hold_all(self) -> NDArray[np.int64]:
         return np.full(self.lay.n_intersections, HOLD, dtype=np.int64)
