@@ -13,6 +13,7 @@ from citysignal.bench.episode import run_episode
 from citysignal.bench.metrics import METRIC_KEYS, trip_metrics
 from citysignal.control import HOLD, Controller, SafetyGuard, controller_names, make_controller
 from citysignal.control.cycle import Webster
+from citysignal.control.guard import GUARD_FIELDS
 from citysignal.errors import UserError
 from citysignal.network.plans import write_actuated
 from citysignal.scenarios import resolve
@@ -107,7 +108,7 @@ def _run_manually(scenario: str, begin: float, end: float, controller: str) -> t
     decisions = 0
     with tempfile.TemporaryDirectory() as tmp:
         extra = (write_actuated(layout.intersections, Path(tmp) / "actuated.add.xml"),) if monitor else ()
-        with Twin(sc, layout, seed=DEFAULT_SEED, fields=ctl.requires | {"halting"}, extra_additional=extra) as twin:
+        with Twin(sc, layout, seed=DEFAULT_SEED, fields=ctl.requires | GUARD_FIELDS, extra_additional=extra) as twin:
             position = twin.program_position()
             ctl.reset(layout, position, DEFAULT_SEED)
             writes = guard.start(twin.time, position)
@@ -124,7 +125,7 @@ def _run_manually(scenario: str, begin: float, end: float, controller: str) -> t
                     assert np.issubdtype(requests.dtype, np.integer)
                     assert np.all((requests == HOLD) | ((requests >= 0) & (requests < n_greens)))
                     decisions += int((requests != HOLD).sum())
-                    twin.write(guard.apply(now, requests, obs.lane("halting")))
+                    twin.write(guard.apply(now, requests, obs.lane("halting"), obs.lane("passed"), obs.lane("box")))
                 twin.step()
     return ctl, guard, decisions
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from citysignal.bench.metrics import delay_by_depart, trip_metrics
 from citysignal.control import SafetyGuard, make_controller
-from citysignal.control.guard import DEFAULT_MAX_RED_S
+from citysignal.control.guard import DEFAULT_MAX_RED_S, GUARD_FIELDS
 from citysignal.network import load_network
 from citysignal.network.layout import Layout
 from citysignal.network.plans import write_actuated
@@ -74,7 +74,7 @@ def run_episode(
         steps = teleports = 0
         snap_t = (scenario.begin + scenario.end) / 2 if snapshot_at is None else snapshot_at
         queue_sum = np.zeros(layout.n_intersections)
-        with Twin(scenario, layout, seed=seed, fields=controller.requires | {"halting"},
+        with Twin(scenario, layout, seed=seed, fields=controller.requires | GUARD_FIELDS,
                   tripinfo=tripinfo, extra_additional=extra) as twin:  # fmt: skip
             now = twin.time
             position = twin.program_position()
@@ -95,7 +95,7 @@ def run_episode(
                 else:
                     requests = controller.decide(obs)
                     t2 = time.perf_counter()
-                    twin.write(guard.apply(now, requests, obs.lane("halting")))
+                    twin.write(guard.apply(now, requests, obs.lane("halting"), obs.lane("passed"), obs.lane("box")))
                 t3 = time.perf_counter()
                 if steps % RECORD_EVERY_S == 0:
                     halting = obs.lane("halting")

@@ -183,7 +183,8 @@ def load_policy(path: Path) -> tuple[dict[str, FloatArray], FloatArray]:
             feature_max = np.asarray(data["feature_max"], dtype=np.float64)
     except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         reason = str(exc) or type(exc).__name__
-        raise UserError(f"cannot load AI policy {path}: {reason} (not a policy .npz written by citysignal train)") from exc
+        hint = "not a policy .npz written by citysignal train"
+        raise UserError(f"cannot load AI policy {path}: {reason} ({hint})") from exc
     return params, feature_max
 
 

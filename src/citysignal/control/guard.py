@@ -8,11 +8,22 @@ sequences and is the only source of the states the twin shows:
 - transitions: every change runs the model's transition (the program's own yellow/all-red where the
   program goes that way, else a synthesized yellow then all-red), never a direct green-to-red;
 - conflicts: every state written is checked against the hard-conflict relation;
-- max red: a vehicle signal with waiting vehicles that has not been *served* (major green, see
-  `Intersection.serve_signals`; a permissive green does not count where a protected one exists)
-  for longer than `max_red` seconds preempts the controller: the guard switches (after min green)
-  to the green serving most such signals. Pedestrian signals have no detectors here, so they are
-  served by the controllers' cycles.
+- clearance: a change ends with the new green only once the junction box is clear of vehicles
+  waiting inside it on a movement that has lost its green and conflicts with one the new green
+  starts (a permissive left turn waiting for a gap). Until then, for at most `MAX_CLEARANCE_S`, the
+  guard shows all-red for those signals. Without it, such a vehicle meets the new green inside the
+  box and two vehicles that each yield to the other lock the junction for good (seen on cologne3's
+  clustered junction, with SUMO's teleporting off). Needs the `box` observation; without it, the
+  transitions run as modelled;
+- max red: a vehicle signal whose vehicles have waited `max_red` seconds without being *served*
+  preempts the controller: the guard switches (after min green) to the green that serves it (see
+  `Intersection.serve_signals`), also serving most other such signals. Served means what a driver
+  feels: the signal shows green (`G` or `g`) and its vehicles discharge (a vehicle crossed the stop
+  line of one of its lanes in that second), or nobody waits there. A permissive left turn whose
+  vehicles find gaps is served; one blocked behind opposing traffic, or a green into a full lane, is
+  not. Without stop-line counts (`passed`), a green counts as service when it is major (the
+  permissive green of a signal that also has a protected one does not). Pedestrian signals have no
+  detectors here, so they are served by the controllers' cycles.
 
 It counts requests refused (not a green of that intersection) and deferred (min green or a running
 transition), max-red preemptions, and violations: any written or observed state that shows
@@ -35,7 +46,9 @@ from citysignal.network.layout import Layout
 from citysignal.twin.observation import ProgramPosition
 
 HOLD = -1
+GUARD_FIELDS = frozenset({"halting", "passed", "box"})  # what `apply` reads from every observation
 DEFAULT_MAX_RED_S = 120.0
+MAX_CLEARANCE_S = 5.0
 
 
 @dataclass
@@ -43,6 +56,7 @@ class GuardStats:
     refused: int = 0
     deferred: int = 0
     max_red_preemptions: int = 0
+    clearance_extensions: int = 0  # seconds of all-red added while vehicles waited inside a junction
     violations: int = 0
     violation_log: list[str] = field(default_factory=list)
 
@@ -77,7 +91,15 @@ class SafetyGuard:
             dict(zip(i.greens, i.serve_signals, strict=True)) for i in layout.intersections
         ]
         self._shown_served = np.zeros(total, dtype=bool)
+        self._shown_green = np.zeros(total, dtype=bool)
+        self._last_passed: NDArray[np.float64] | None = None
         self.red_since = np.zeros(total)
+        self._box: NDArray[np.float64] | None = None
+        self._cleared = np.zeros(n)
+        self._box_movements = [
+            (layout.mov_signal[rows], layout.mov_box[rows])
+            for rows in (np.flatnonzero((layout.mov_int == k) & (layout.mov_box >= 0)) for k in range(n))
+        ]
         self._checked: dict[tuple[int, str, str], list[str]] = {}
 
     # state --------------------------------------------------------------------------------
@@ -125,14 +147,26 @@ class SafetyGuard:
         return writes
 
     # one control step ---------------------------------------------------------------------
-    def apply(self, now: float, requests: NDArray[np.int64], halting: NDArray[np.float64]) -> dict[int, str]:
-        """Turn this step's requests into the states to write now (only those that change)."""
+    def apply(
+        self,
+        now: float,
+        requests: NDArray[np.int64],
+        halting: NDArray[np.float64],
+        passed: NDArray[np.float64] | None = None,
+        box: NDArray[np.float64] | None = None,
+    ) -> dict[int, str]:
+        """Turn this step's requests into the states to write now (only those that change).
+
+        `halting` and `passed` are per layout lane: vehicles halting now, and vehicles that crossed
+        the lane's stop line since the start (cumulative; see `Observation.passed`); `box` is per
+        `Layout.box_lanes`: vehicles halting inside the junction."""
+        self._box = box
         writes: dict[int, str] = {}
         for k in np.flatnonzero(self.step_until <= now):
             self._advance(int(k), now, writes)
 
         requests = np.where(requests == HOLD, self.pending, requests)
-        requests = self._preempt_starved(now, requests, halting)
+        requests = self._preempt_starved(now, requests, halting, passed)
 
         in_green = self.green >= 0
         bad = (requests != HOLD) & ((requests < 0) | (requests >= self._n_greens))
@@ -153,11 +187,23 @@ class SafetyGuard:
         return writes
 
     def _preempt_starved(
-        self, now: float, requests: NDArray[np.int64], halting: NDArray[np.float64]
+        self,
+        now: float,
+        requests: NDArray[np.int64],
+        halting: NDArray[np.float64],
+        passed: NDArray[np.float64] | None,
     ) -> NDArray[np.int64]:
         lay = self.layout
-        self.red_since[self._shown_served] = now
         waiting = np.bincount(self._mov_signal, weights=halting[lay.mov_in], minlength=lay.n_signals_total) > 0
+        if passed is None:
+            served = self._shown_served
+        else:
+            # A detector's count can restart (a new aggregation interval): never a negative flow.
+            moved = np.maximum(passed - self._last_passed, 0.0) if self._last_passed is not None else passed * 0.0
+            self._last_passed = np.array(passed, dtype=np.float64)
+            discharged = np.bincount(self._mov_signal, weights=moved[lay.mov_in], minlength=lay.n_signals_total) > 0
+            served = self._shown_green & discharged
+        self.red_since[served | ~waiting] = now
         starved = waiting & self._servable & (now - self.red_since > self.max_red)
         if not starved.any():
             return requests
@@ -168,7 +214,11 @@ class SafetyGuard:
                 continue
             start = lay.signal_start[k]
             inter = lay.intersections[k]
-            local = starved[start : start + inter.n_signals]
+            # The running green already does what it can for the signals it serves (one that is
+            # blocked, e.g. behind a left-turner on a shared lane, is not helped by keeping it).
+            local = starved[start : start + inter.n_signals] & ~inter.serve_signals[g]
+            if not local.any():
+                continue
             # Serve the longest-starved signal first (so every one is reached however short
             # max_red is), with the green that also serves the most other starved signals.
             red_for = np.where(local, now - self.red_since[start : start + inter.n_signals], -1.0)
@@ -192,7 +242,13 @@ class SafetyGuard:
         if self._steps[k]:
             state, duration = self._steps[k].pop(0)
             self.step_until[k] = now + max(1.0, duration)
+        elif self._cleared[k] < MAX_CLEARANCE_S and self._box_blocked(k):
+            state = "".join("r" if c in signals.YELLOW_CHARS else c for c in self.shown[k])
+            self._cleared[k] += 1.0
+            self.stats.clearance_extensions += 1
+            self.step_until[k] = now + 1.0
         else:
+            self._cleared[k] = 0.0
             self.green[k] = self.target[k]
             self.target[k] = HOLD
             self.since[k] = now
@@ -200,6 +256,23 @@ class SafetyGuard:
             state = self.layout.intersections[k].greens[self.green[k]]
         writes[k] = state
         self._show(k, state)
+
+    def _box_blocked(self, k: int) -> bool:
+        """Vehicles wait inside the junction on a signal the coming green leaves red, in conflict
+        with a signal that green starts."""
+        if self._box is None:
+            return False
+        sig, box = self._box_movements[k]
+        inside = sig[self._box[box] > 0]
+        if inside.size == 0:
+            return False
+        inter = self.layout.intersections[k]
+        target = inter.greens[self.target[k]]
+        trapped = np.zeros(inter.n_signals, dtype=bool)
+        trapped[inside] = True
+        trapped &= ~signals.green_mask(target)
+        started = signals.major_mask(target) & ~signals.major_mask(self.shown[k])
+        return bool(inter.hard_conflict[np.ix_(trapped, started)].any())
 
     # checking -----------------------------------------------------------------------------
     def _show(self, k: int, state: str, check: bool = True) -> None:
@@ -215,6 +288,7 @@ class SafetyGuard:
         if served is None:  # a transition or a foreign state: it serves what it shows major
             served = signals.major_mask(state)
         self._shown_served[start : start + len(state)] = served
+        self._shown_green[start : start + len(state)] = signals.green_mask(state)
 
     def _problems(self, k: int, before: str, after: str) -> list[str]:
         key = (k, before, after)

@@ -16,14 +16,14 @@ from numpy.typing import NDArray
 
 from citysignal.control.ai import movement_features
 from citysignal.control.base import Controller
-from citysignal.control.guard import HOLD, SafetyGuard
+from citysignal.control.guard import GUARD_FIELDS, HOLD, SafetyGuard
 from citysignal.network import load_network
 from citysignal.network.layout import Layout
 from citysignal.scenarios import Scenario
 from citysignal.twin import Twin
 from citysignal.twin.observation import Observation
 
-FIELDS = frozenset({"halting", "vehicles", "occupancy"})
+FIELDS = frozenset({"vehicles", "occupancy"}) | GUARD_FIELDS
 
 
 @dataclass
@@ -77,7 +77,7 @@ class CityCore:
             wanted = requests if second == 0 else hold
             if self.background is not None:
                 wanted = np.where(self.background_mask, self.background.decide(obs), wanted)
-            twin.write(self.guard.apply(twin.time, wanted, obs.lane("halting")))
+            twin.write(self.guard.apply(twin.time, wanted, obs.lane("halting"), obs.lane("passed"), obs.lane("box")))
             twin.step()
             obs = self._observe()
             queued += self.layout.queue_per_intersection(obs.lane("halting"))

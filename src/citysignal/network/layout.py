@@ -8,7 +8,7 @@ sparse (green, movement) incidence for "which movements does this green serve".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import numpy as np
@@ -35,6 +35,8 @@ class Layout:
     serve_mov: IntArray
     signal_start: IntArray  # first global signal of each intersection
     n_signals_total: int
+    box_lanes: tuple[str, ...] = ()  # lanes inside junctions: each movement's first internal lane
+    mov_box: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # into box_lanes, -1 none
 
     @classmethod
     def from_network(cls, network: Network) -> Layout:
@@ -44,6 +46,8 @@ class Layout:
         mov_in: list[int] = []
         mov_out: list[int] = []
         mov_signal: list[int] = []
+        box: dict[str, int] = {}
+        mov_box: list[int] = []
         green_int: list[int] = []
         green_start: list[int] = []
         signal_start: list[int] = []
@@ -59,6 +63,7 @@ class Layout:
                 mov_in.append(lanes.setdefault(m.from_lane, len(lanes)))
                 mov_out.append(lanes.setdefault(m.to_lane, len(lanes)))
                 mov_signal.append(m.signal)
+                mov_box.append(box.setdefault(m.via, len(box)) if m.via else -1)
             serves = inter.serve_signals
             for g in range(len(inter.greens)):
                 for j, m in enumerate(inter.vehicle_movements):
@@ -83,6 +88,8 @@ class Layout:
             serve_mov=np.array(serve_mov, dtype=np.int64),
             signal_start=np.array(signal_start, dtype=np.int64),
             n_signals_total=n_signal,
+            box_lanes=tuple(box),
+            mov_box=np.array(mov_box, dtype=np.int64),
         )
 
     @property

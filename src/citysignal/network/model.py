@@ -37,6 +37,7 @@ class Movement:
     to_lane: str
     direction: str
     pedestrian: bool
+    via: str = ""  # its first lane inside the junction (where a vehicle may wait to turn), "" if none
 
 
 @dataclass(frozen=True)

@@ -218,7 +218,13 @@ def load_network(net_file: Path, additional_files: Iterable[Path] = ()) -> Netwo
         int_lanes = junctions[junction].int_lanes if junction in junctions else []
         idx = int_lanes.index(internal) if internal in int_lanes else -1
         by_tls[tl_id].append(
-            (Movement(int(c.attrib["linkIndex"]), from_lane, to_lane, c.get("dir", ""), pedestrian), junction, idx)
+            (
+                Movement(
+                    int(c.attrib["linkIndex"]), from_lane, to_lane, c.get("dir", ""), pedestrian, c.get("via", "")
+                ),
+                junction,
+                idx,
+            )
         )
 
     tls_of_junction = {j: tl for tl, items in by_tls.items() for _, j, _ in items}

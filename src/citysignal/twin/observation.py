@@ -7,16 +7,19 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-LANE_FIELDS = frozenset({"vehicles", "halting", "occupancy", "speed", "passed"})
+LANE_FIELDS = frozenset({"vehicles", "halting", "occupancy", "speed", "passed", "box"})
 
 
 @dataclass(frozen=True)
 class Observation:
     """One instant of the city. Lane arrays are absent (None) when no consumer asked for them.
 
-    - vehicles, halting: counts per lane; occupancy: % of the lane occupied; speed: mean m/s
-      (the lane's limit when empty); passed: vehicles that crossed the stop line since the start
-      (cumulative, from a detector at the end of each incoming lane);
+    - vehicles, halting: counts per lane; occupancy: the fraction of the lane occupied by vehicles,
+      in [0, 1] (libsumo's `lane.getLastStepOccupancy`); speed: mean m/s (the lane's limit when
+      empty); passed: vehicles that crossed the stop line since the start (cumulative, from a
+      detector at the end of each incoming lane);
+    - box: vehicles halting *inside* junctions, per `Layout.box_lanes` (each movement's first
+      internal lane), e.g. left-turners waiting for a gap;
     - phase: current green per intersection (-1 while in a transition);
     - time_in_phase: seconds since that green (or transition) began.
     """
@@ -29,6 +32,7 @@ class Observation:
     occupancy: NDArray[np.float64] | None = None
     speed: NDArray[np.float64] | None = None
     passed: NDArray[np.float64] | None = None
+    box: NDArray[np.float64] | None = None
 
     def lane(self, name: str) -> NDArray[np.float64]:
         value = getattr(self, name)

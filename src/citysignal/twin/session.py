@@ -169,6 +169,10 @@ class Twin:
             loop = self._api.inductionloop
             passed[self._passed_rows] = [loop.getIntervalVehicleNumber(d) for d in self._detectors]
             values["passed"] = passed
+        if "box" in self.fields:
+            get = lane.getLastStepHaltingNumber
+            box = self.layout.box_lanes
+            values["box"] = np.fromiter((get(n) for n in box), dtype=float, count=len(box))
         return Observation(time=self.time, phase=phase, time_in_phase=time_in_phase, **values)
 
     def states(self) -> list[str]:
