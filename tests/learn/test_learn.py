@@ -85,7 +85,7 @@ def test_torch_and_numpy_give_identical_outputs(name: str) -> None:
             time_in_phase=rng.uniform(0, 90, layout.n_intersections),
             vehicles=halting + rng.integers(0, 10, n_lanes),
             halting=halting,
-            occupancy=rng.uniform(0, 100, n_lanes),
+            occupancy=rng.uniform(0, 1, n_lanes),  # libsumo: a fraction
         )
         movs.append(movement_features(layout, obs))
         greens.append(green_features(layout, obs))

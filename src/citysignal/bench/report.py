@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -70,8 +71,25 @@ def markdown_table(rows: Sequence[dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def code_version(where: Path) -> str:
+    """The commit a figure was measured on, and whether the tree had uncommitted changes."""
+    git = ["git", "-C", str(where)]
+    try:
+        sha = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True)  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "commit unknown (not a git checkout)"
+    return f"commit {sha.stdout.strip()}, dirty tree: {'yes' if dirty.stdout.strip() else 'no'}"
+
+
 def update_section(path: Path, title: str, body: str) -> None:
-    """Replace the `## title` section of a Markdown file (BENCHMARKS.md) with `body`, or append it."""
+    """Replace the `## title` section of a Markdown file (BENCHMARKS.md) with `body`, or append it.
+
+    A line naming the commit (and whether the tree was dirty) is put under the title: a figure from
+    an older commit is stale."""
+    head, _, rest = body.partition("\n")
+    body = f"{head}\n\n- code: {code_version(path.resolve().parent)}\n{rest}"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     pattern = re.compile(rf"{re.escape(title)}\n.*?(?=\n## |\Z)", re.S)
     text = pattern.sub(lambda _: body, text) if pattern.search(text) else text.rstrip() + "\n\n" + body

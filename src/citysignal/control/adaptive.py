@@ -7,6 +7,13 @@ with unbounded storage; it breaks where queues spill back (finite lanes) or wher
 movements share lanes with another's, and it has no notion of coordination or max green, so it
 can starve a light movement only as long as the guard's max-red bound allows.
 
+Advanced-MP (Zhang et al., ICML 2022, "Expression might be enough"): every `interval` seconds, after
+`min_green`, keep the current green while the vehicles still *moving* towards its stop lines within
+`reach` metres outweigh the largest pressure of any green; otherwise switch to the green with the
+largest pressure. Pressure is efficient (queued vehicles only) and aware of insertion backlogs and
+spill-back (`control.pressure`). Lanes are counted, not vehicles located: the moving vehicles of a
+lane longer than `reach` are scaled by reach / length (uniform spacing assumed).
+
 SOTL (Gershenson 2005, "self-organizing traffic lights"): each intersection integrates the vehicles
 waiting at red (veh x s); when that exceeds `theta` and the green has run `min_green` seconds, it
 switches, unless a platoon (more than `platoon` moving vehicles) is still on the green's lanes and the
@@ -24,6 +31,7 @@ from numpy.typing import NDArray
 
 from citysignal.control.base import Controller
 from citysignal.control.guard import HOLD
+from citysignal.control.pressure import movement_pressure, spillback
 from citysignal.network.layout import Layout
 from citysignal.twin.observation import Observation, ProgramPosition
 
@@ -46,8 +54,7 @@ class MaxPressure(Controller):
         due = (obs.phase >= 0) & (obs.time_in_phase >= self.interval) & (obs.time - self.last_decision >= self.interval)
         if not due.any():
             return self.hold_all()
-        halting = obs.lane("halting")
-        self.pressure = lay.per_green(halting[lay.mov_in] - halting[lay.mov_out])
+        self.pressure = lay.per_green(movement_pressure(lay, obs))
         best = lay.argmax_green(self.pressure)
         self.last_decision[due] = obs.time
         self.request = np.where(due, best, HOLD)
@@ -63,6 +70,65 @@ class MaxPressure(Controller):
             f"max-pressure: green {best} has the highest pressure {p[best]:.0f} "
             f"(queued in minus queued out); all greens: {', '.join(f'{v:.0f}' for v in p)}"
         )
+
+
+class AdvancedMaxPressure(Controller):
+    name: ClassVar[str] = "advanced_mp"
+    requires: ClassVar[frozenset[str]] = frozenset({"halting", "vehicles", "pending"})
+
+    def __init__(self, interval: float = 10.0, min_green: float = 10.0, reach: float = 167.0) -> None:
+        super().__init__()
+        self.interval = interval
+        self.min_green = min_green
+        self.reach = reach
+
+    def reset(self, layout: Layout, position: ProgramPosition, seed: int = 0) -> None:
+        super().reset(layout, position, seed)
+        self.last_decision = np.full(layout.n_intersections, -np.inf)
+        self.pressure = np.zeros(layout.n_greens)
+        self.running = np.zeros(layout.n_greens)
+        self.kept = np.zeros(layout.n_intersections, dtype=bool)
+        self.request = self.hold_all()
+        self._reach = np.minimum(1.0, reach_fraction(layout, self.reach))
+
+    def scores(self, obs: Observation) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Per green: aware efficient pressure, and the vehicles still moving towards its stop lines."""
+        lay = self.lay
+        halting = obs.lane("halting")
+        moving = (obs.lane("vehicles") - halting)[lay.mov_in] * self._reach
+        moving = np.where(spillback(lay, halting), 0.0, moving)
+        return lay.per_green(movement_pressure(lay, obs, aware=True)), lay.per_green(moving)
+
+    def decide(self, obs: Observation) -> NDArray[np.int64]:
+        lay = self.lay
+        ready = (obs.phase >= 0) & (obs.time_in_phase >= self.min_green)
+        due = ready & (obs.time - self.last_decision >= self.interval)
+        if not due.any():
+            return self.hold_all()
+        self.pressure, self.running = self.scores(obs)
+        best = lay.argmax_green(self.pressure)
+        top = self.pressure[lay.green_start + best]
+        current = lay.green_start + np.maximum(obs.phase, 0)
+        self.kept = due & (self.running[current] >= top)
+        self.last_decision[due] = obs.time
+        self.request = np.where(due & ~self.kept, best, HOLD)
+        return self.request
+
+    def explain(self, k: int) -> str:
+        lay = self.lay
+        start, n = int(lay.green_start[k]), len(lay.intersections[k].greens)
+        p = self.pressure[start : start + n]
+        best = int(np.argmax(p))
+        if self.kept[k]:
+            return (f"advanced max-pressure: kept the green, {self.running[start:start + n].max():.0f} vehicles still "
+                    f"approaching on it outweigh the largest queue pressure elsewhere ({p[best]:.0f})")  # fmt: skip
+        return (f"advanced max-pressure: green {best} has the highest queue pressure {p[best]:.0f} "
+                f"(queued and waiting to enter, minus queued downstream; full exits count 0)")  # fmt: skip
+
+
+def reach_fraction(layout: Layout, reach: float) -> NDArray[np.float64]:
+    """Per movement: the share of its incoming lane within `reach` metres of the stop line."""
+    return np.asarray(reach / np.maximum(layout.lane_length[layout.mov_in], 1.0), dtype=np.float64)
 
 
 class Sotl(Controller):

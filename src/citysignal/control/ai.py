@@ -5,7 +5,8 @@ only *movements* and the *greens* that serve them, so one set of weights fits 3-
 junctions with 2-8 greens and any lane count:
 
 - per movement m: queue on its incoming lane, moving (approaching) vehicles there, queue on its
-  outgoing lane, occupancy of its outgoing lane (spillback), all scaled to O(1);
+  outgoing lane, occupancy of its outgoing lane (spill-back; libsumo gives a fraction in [0, 1]),
+  all scaled to O(1);
 - a shared movement encoder phi (2-layer MLP) maps each movement to an embedding; a green's embedding
   is the sum over the movements it serves (order-free, any count);
 - a shared green head scores each green from its embedding, whether it is the current green and
@@ -17,11 +18,14 @@ Robustness by design (published learners are unstable, e.g. RESCO's MPLight on c
 in its best and 747 s in its last episode):
 - every request goes through the safety guard (min green, transitions, conflicts, max-red bound);
 - out-of-distribution inputs (a movement feature beyond `ood_factor` x the largest seen in training,
-  or anything non-finite) make that intersection fall back to max-pressure for that decision;
-- a trust region around max-pressure: the policy may pick any green whose pressure is at least
-  `trust` x the largest pressure at that intersection; a choice outside it (a learned policy
-  starving the most loaded movements, the way published learners gridlock) is replaced by the
-  max-pressure green. `trust=0` lets the policy choose freely;
+  or anything non-finite) make that intersection fall back to the anchor rule, Advanced-MP
+  (`adaptive.AdvancedMaxPressure`, the strongest classic rule here), for that decision;
+- a trust region around the anchor: the policy may pick any green whose (insertion- and
+  spill-back-aware) pressure is at least `trust` x the largest pressure at that intersection, or
+  keep the running green while the vehicles approaching on it reach that share; a choice outside it
+  (a learned policy starving the most loaded movements, the way published learners gridlock) is
+  replaced by the anchor's choice. `trust=0` lets the policy choose freely. How often each takes
+  over is counted (`stats()`), and training validates with exactly this rule (`deployed_choice`);
 - decisions are greedy (argmax) at run time, every `interval` seconds, like the max-pressure it refines.
 
 Weights live in a small `.npz` (see `learn.export`); torch is needed only to train.
@@ -39,7 +43,9 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
+from citysignal.control.adaptive import AdvancedMaxPressure
 from citysignal.control.base import Controller
+from citysignal.control.pressure import spillback
 from citysignal.errors import UserError
 from citysignal.network.layout import Layout
 from citysignal.twin.observation import Observation, ProgramPosition
@@ -112,7 +118,7 @@ def movement_features(layout: Layout, obs: Observation) -> FloatArray:
             halting[layout.mov_in] / QUEUE_SCALE,
             moving[layout.mov_in] / QUEUE_SCALE,
             halting[layout.mov_out] / QUEUE_SCALE,
-            occupancy[layout.mov_out] / 100.0,
+            occupancy[layout.mov_out],
         ],
         axis=-1,
     )
@@ -188,9 +194,45 @@ def load_policy(path: Path) -> tuple[dict[str, FloatArray], FloatArray]:
     return params, feature_max
 
 
+@dataclass(frozen=True)
+class Deployed:
+    """One decision of the deployed rule: the requests and who made each one."""
+
+    choice: NDArray[np.int64]
+    fallback: NDArray[np.bool_]  # inputs out of the training range: the anchor decided
+    overruled: NDArray[np.bool_]  # the policy's choice fell outside the trust region: the anchor decided
+
+
+def deployed_choice(
+    layout: Layout,
+    policy: NDArray[np.int64],
+    mov: FloatArray,
+    feature_max: FloatArray,
+    anchor: AdvancedMaxPressure,
+    obs: Observation,
+    ood_factor: float,
+    trust: float,
+) -> Deployed:
+    """The rule that runs: the policy's greens, with the OOD fallback and the trust region."""
+    odd = ~np.isfinite(mov).all(axis=1) | (mov > ood_factor * feature_max).any(axis=1)
+    fallback = np.bincount(layout.mov_int, weights=odd, minlength=layout.n_intersections) > 0
+    pressure, running = anchor.scores(obs)
+    best = layout.argmax_green(pressure)
+    top = pressure[layout.green_start + best]
+    current = obs.phase >= 0
+    keep = current & (running[layout.green_start + np.maximum(obs.phase, 0)] >= top)
+    anchor_choice = np.where(keep, obs.phase, best)
+    chosen = pressure[layout.green_start + policy]
+    keeping = current & (policy == obs.phase)
+    support = np.where(keeping, np.maximum(chosen, running[layout.green_start + np.maximum(policy, 0)]), chosen)
+    overruled = (trust > 0) & (top > 0) & (support < trust * top) & ~fallback
+    choice = np.where(fallback | overruled, anchor_choice, policy).astype(np.int64)
+    return Deployed(choice, fallback, overruled)
+
+
 class AiController(Controller):
     name: ClassVar[str] = "ai"
-    requires: ClassVar[frozenset[str]] = frozenset({"halting", "vehicles", "occupancy"})
+    requires: ClassVar[frozenset[str]] = frozenset({"halting", "vehicles", "occupancy", "pending"})
 
     def __init__(
         self, policy: Path | None = None, interval: float = 10.0, ood_factor: float = 1.5, trust: float = 0.5
@@ -201,6 +243,7 @@ class AiController(Controller):
         self.interval = interval
         self.ood_factor = ood_factor
         self.trust = trust
+        self.anchor = AdvancedMaxPressure(interval=interval)
 
     def reset(self, layout: Layout, position: ProgramPosition, seed: int = 0) -> None:
         super().reset(layout, position, seed)
@@ -209,35 +252,64 @@ class AiController(Controller):
         self.fallback = np.zeros(layout.n_intersections, dtype=bool)
         self.overruled = np.zeros(layout.n_intersections, dtype=bool)
         self.request = self.hold_all()
+        self.anchor.reset(layout, position, seed)
+        self.counts = {"decisions": 0, "fallback": 0, "overruled": 0}
+        self._last_obs: Observation | None = None
         self._next = -np.inf
-
 
     def decide(self, obs: Observation) -> NDArray[np.int64]:
         if obs.time < self._next:
             return self.hold_all()
         self._next = obs.time + self.interval
+        self._last_obs = obs
         lay = self.lay
         mov = movement_features(lay, obs)
-        self.scores, _ = forward(self.params, self.index, mov, green_features(lay, obs))
-        choice = np.argmax(masked_logits(self.index, self.scores), axis=1)
-        odd = ~np.isfinite(mov).all(axis=1) | (mov > self.ood_factor * self.feature_max).any(axis=1)
-        self.fallback = np.bincount(lay.mov_int, weights=odd, minlength=lay.n_intersections) > 0
-        pressure = lay.per_green(np.nan_to_num(mov[:, 0] - mov[:, 2]))
-        best = lay.argmax_green(pressure)
-        top = pressure[lay.green_start + best]
-        chosen = pressure[lay.green_start + choice]
-        self.overruled = (self.trust > 0) & (top > 0) & (chosen < self.trust * top) & ~self.fallback
-        choice = np.where(self.fallback | self.overruled, best, choice)
-        self.request = choice.astype(np.int64)  # in a transition the guard carries it out afterwards
+        self.scores, _ = forward(self.params, self.index, np.nan_to_num(mov), green_features(lay, obs))
+        policy = np.argmax(masked_logits(self.index, self.scores), axis=1).astype(np.int64)
+        rule = deployed_choice(lay, policy, mov, self.feature_max, self.anchor, obs, self.ood_factor, self.trust)
+        self.fallback, self.overruled = rule.fallback, rule.overruled
+        self.counts["decisions"] += lay.n_intersections
+        self.counts["fallback"] += int(rule.fallback.sum())
+        self.counts["overruled"] += int(rule.overruled.sum())
+        self.request = rule.choice  # in a transition the guard carries it out afterwards
         return self.request
+
+    def stats(self) -> dict[str, float]:
+        """Shares of intersection decisions taken over by the fallback and by the trust region."""
+        n = max(self.counts["decisions"], 1)
+        return {"ai_fallback_rate": self.counts["fallback"] / n, "ai_trust_takeover_rate": self.counts["overruled"] / n}
 
     def explain(self, k: int) -> str:
         lay = self.lay
+        obs = self._last_obs
+        if obs is None:
+            return "AI: no decision yet"
         start, n = int(lay.green_start[k]), len(lay.intersections[k].greens)
+        chosen = int(self.request[k])
         scores = self.scores[start : start + n]
+        others = [g for g in range(n) if g != chosen]
+        parts = [f"AI chose green {chosen}: {green_in_words(lay, obs, k, chosen)}"]
+        if others:
+            alt = max(others, key=lambda g: scores[g])
+            parts.append(f"best alternative green {alt}: {green_in_words(lay, obs, k, alt)}")
         if self.fallback[k]:
-            return "AI inputs out of the training range here: fell back to max-pressure for this decision"
-        if self.overruled[k]:
-            return "AI choice fell outside the max-pressure trust region: took the max-pressure green"
-        best = int(np.argmax(scores))
-        return f"AI policy: green {best} scored highest ({', '.join(f'{s:.2f}' for s in scores)})"
+            parts.append("detector inputs were outside the range seen in training, so Advanced-MP decided")
+        elif self.overruled[k]:
+            parts.append(f"the policy's pick left the heaviest queues waiting (below {self.trust:.0%} of the largest "
+                         "pressure), so Advanced-MP's green was taken")  # fmt: skip
+        return "; ".join(parts)
+
+
+def green_in_words(layout: Layout, obs: Observation, k: int, g: int) -> str:
+    """What a green would serve, in traffic terms: its approaches by edge name, vehicles queued and
+    approaching there, and exits it would send traffic into that are full (spill-back)."""
+    rows = layout.serve_mov[layout.serve_green == layout.green_start[k] + g]
+    lanes = np.unique(layout.mov_in[rows])
+    halting, vehicles = obs.lane("halting"), obs.lane("vehicles")
+    edges = sorted({layout.lanes[i].rsplit("_", 1)[0] for i in lanes})
+    full = sorted({layout.lanes[layout.mov_out[m]].rsplit("_", 1)[0] for m in rows if spillback(layout, halting)[m]})
+    text = (f"{halting[lanes].sum():.0f} queued and {(vehicles - halting)[lanes].sum():.0f} approaching on "
+            f"{', '.join(edges) or 'no approach'}")  # fmt: skip
+    if full:
+        text += f" (exit full: {', '.join(full)})"
+    return text

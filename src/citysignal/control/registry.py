@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from citysignal.control.adaptive import Actuated, MaxPressure, Sotl
+from citysignal.control.adaptive import Actuated, AdvancedMaxPressure, MaxPressure, Sotl
 from citysignal.control.ai import AiController
 from citysignal.control.base import Controller
 from citysignal.control.cycle import FixedTime, Webster
@@ -16,6 +16,7 @@ FACTORIES: dict[str, Callable[[], Controller]] = {
     "actuated": Actuated,
     "webster": Webster,
     "maxpressure": MaxPressure,
+    "advanced_mp": AdvancedMaxPressure,
     "sotl": Sotl,
     "ai": AiController,
 }

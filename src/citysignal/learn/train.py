@@ -84,7 +84,7 @@ class Trainer:
         self.model = SharedPolicy(seed=config.seed).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.progress = Progress()
-        self.feature_max = np.ones(4)
+        self.feature_max = np.zeros(4)  # the largest inputs seen in training: the OOD fallback's range
         self.indexes = {
             sc.name: CityIndex.from_layout(Layout.from_network(load_network(sc.net_file, sc.additional_files)))
             for sc in config.scenarios

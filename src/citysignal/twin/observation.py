@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-LANE_FIELDS = frozenset({"vehicles", "halting", "occupancy", "speed", "passed", "box"})
+LANE_FIELDS = frozenset({"vehicles", "halting", "occupancy", "speed", "passed", "box", "pending"})
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,8 @@ class Observation:
       in [0, 1] (libsumo's `lane.getLastStepOccupancy`); speed: mean m/s (the lane's limit when
       empty); passed: vehicles that crossed the stop line since the start (cumulative, from a
       detector at the end of each incoming lane);
+    - pending: vehicles due to depart on the lane's edge that SUMO could not insert yet (the queue
+      that continues off the map, spread evenly over the edge's lanes);
     - box: vehicles halting *inside* junctions, per `Layout.box_lanes` (each movement's first
       internal lane), e.g. left-turners waiting for a gap;
     - phase: current green per intersection (-1 while in a transition);
@@ -33,6 +35,7 @@ class Observation:
     speed: NDArray[np.float64] | None = None
     passed: NDArray[np.float64] | None = None
     box: NDArray[np.float64] | None = None
+    pending: NDArray[np.float64] | None = None
 
     def lane(self, name: str) -> NDArray[np.float64]:
         value = getattr(self, name)

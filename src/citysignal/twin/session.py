@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import tempfile
+from functools import cached_property
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import Any
@@ -169,11 +170,31 @@ class Twin:
             loop = self._api.inductionloop
             passed[self._passed_rows] = [loop.getIntervalVehicleNumber(d) for d in self._detectors]
             values["passed"] = passed
+        if "pending" in self.fields:
+            values["pending"] = self._pending()
         if "box" in self.fields:
             get = lane.getLastStepHaltingNumber
             box = self.layout.box_lanes
             values["box"] = np.fromiter((get(n) for n in box), dtype=float, count=len(box))
         return Observation(time=self.time, phase=phase, time_in_phase=time_in_phase, **values)
+
+    def _pending(self) -> NDArray[np.float64]:
+        pending = np.zeros(len(self.layout.lanes))
+        if not self._api.simulation.getPendingVehicles():  # the usual case: one call, no per-edge reads
+            return pending
+        get = self._api.edge.getPendingVehicles
+        for edge, rows in self._lanes_by_edge.items():
+            waiting = len(get(edge))
+            if waiting:
+                pending[rows] = waiting / len(rows)
+        return pending
+
+    @cached_property
+    def _lanes_by_edge(self) -> dict[str, NDArray[np.int64]]:
+        edges: dict[str, list[int]] = {}
+        for row, name in enumerate(self.layout.lanes):
+            edges.setdefault(name.rsplit("_", 1)[0], []).append(row)
+        return {edge: np.array(rows, dtype=np.int64) for edge, rows in edges.items()}
 
     def states(self) -> list[str]:
         """The signal state SUMO shows at each intersection (for programs SUMO runs itself)."""
