@@ -87,7 +87,10 @@ def main() -> None:
         f"- command: `python benchmarks/guard_cost.py {' '.join(sys.argv[1:])}`\n"
         f"- RESCO delay (s/vehicle), full windows, {args.seeds} seeds from 23423; 'lifted' = "
         "`--max-red 1e9` in the same run; max wait = the longest per-vehicle waiting time of any seed\n\n"
-        + "\n".join(lines) + "\n\n### Real plans: our guard against plain SUMO (seed 23423)\n\n" + "\n".join(plain) + "\n"
+        + "\n".join(lines)
+        + "\n\n### Real plans: our guard against plain SUMO (seed 23423)\n\n"
+        + "\n".join(plain)
+        + "\n"
     )
     update_section(args.out, SECTION, body)
     print(body)
