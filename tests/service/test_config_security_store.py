@@ -1,16 +1,12 @@
-"""Settings validation, token checks, the rate limit and the audit store, without a twin."""
+"""Settings validation, token checks and the rate limit, without a twin (the audit store: test_store.py)."""
 
 from __future__ import annotations
-
-import sqlite3
-from pathlib import Path
 
 import pytest
 
 from citysignal.errors import UserError
 from citysignal.service.config import DEFAULT_TOKENS, Role, Settings, parse_tokens
 from citysignal.service.security import RateLimiter, TokenRegistry, bearer_token
-from citysignal.service.store import AuditStore, EventIn
 
 STRONG = "alice:admin:0123456789abcdef-strong,bob:viewer:fedcba9876543210-strong"
 
@@ -102,43 +98,3 @@ def test_rate_limiter_is_a_sliding_window_per_key() -> None:
     assert limiter.hit("a") == pytest.approx(1.0)
     now[0] = 10.0
     assert limiter.hit("a") == 0.0
-
-
-def test_store_is_wal_and_a_recorded_event_is_on_disk_when_record_returns(tmp_path: Path) -> None:
-    db = tmp_path / "audit.db"
-    store = AuditStore(f"sqlite:///{db}", "run1")
-    assert store.journal_mode == "wal"
-    ev = store.record(EventIn("otto", "operator", "override", "A0", "applied", {"mode": "hold"}, sim_time=12.0))
-    # read it through a separate plain sqlite3 connection, as a restarted process would
-    rows = sqlite3.connect(db).execute("SELECT id, actor, action, target, result FROM audit_events").fetchall()
-    assert rows == [(ev["id"], "otto", "override", "A0", "applied")]
-    store.close()
-
-
-def test_store_history_survives_a_new_run_and_flags_an_unclean_stop(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'audit.db'}"
-    first = AuditStore(url, "run1")
-    first.record(EventIn("system", "system", "service_start", "service", "ok", {}))
-    first.start_writer()
-    first.record_later(EventIn("system", "system", "guard_preempted", "A0", "preempted", {}))
-    first.kpi_later({"at": 1.0, "episode": 0, "sim_time": 10.0, "controller": "fixed", "vehicles": 3.0,
-                     "halting": 1.0, "mean_speed": 5.0, "occupancy": 0.1, "preemptions": 0, "deferred": 0,
-                     "refused": 0, "violations": 0, "overrides": 0, "pace": 1.0})  # fmt: skip
-    first.close()  # no service_stop record: as if killed
-    second = AuditStore(url, "run2")
-    assert second.unclean_previous_run() == "run1"
-    assert [e["action"] for e in second.events()] == ["guard_preempted", "service_start"]
-    assert [k["sim_time"] for k in second.kpis()] == [10.0]
-    assert second.last_event_id == 2
-    second.record(EventIn("system", "system", "service_start", "service", "ok", {}))
-    second.record(EventIn("system", "system", "service_stop", "service", "ok", {}))
-    second.close()
-    assert AuditStore(url, "run3").unclean_previous_run() is None
-
-
-@pytest.mark.parametrize(("url", "fragment"), [("not a url", "bad database URL"),
-                                               ("postgresql+nosuchdriver://u@h/db", "no database driver")])  # fmt: skip
-def test_bad_database_urls_are_user_errors(url: str, fragment: str) -> None:
-    with pytest.raises(UserError, match=fragment):
-        AuditStore(url, "run")
-

@@ -10,6 +10,11 @@ System records (KPI samples, guard events from the control loop) go through `rec
 `kpi_later()`: a writer thread commits them in batches, so the control loop never waits for the disk;
 the last batch (at most a second) can be lost on a kill -9, and nothing in it was acknowledged to anyone.
 
+What a row stores is bounded, whatever a client submits: short fields are cut to their column width,
+`detail` (JSON) to `DETAIL_MAX_CHARS`; a longer detail is replaced by `{"truncated": true, "chars": N,
+"head": "<its first characters>"}`. Text is made storable on every backend (PostgreSQL refuses NUL
+characters, no driver encodes a lone surrogate), so an audited request cannot fail to be audited.
+
 Limits: the schema is created on first use (`create_all`); there are no migrations yet. Timestamps are
 UTC seconds since the epoch (float), the same on every backend.
 """
@@ -21,6 +26,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +39,7 @@ from citysignal.errors import UserError
 
 WRITER_BATCH = 200
 WRITER_FLUSH_S = 0.5
+DETAIL_MAX_CHARS = 2048
 
 
 class Base(DeclarativeBase):
@@ -95,6 +102,27 @@ class EventIn:
     at: float | None = None
 
 
+def storable(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, NUL and lone surrogates replaced (PostgreSQL refuses NUL, no driver
+    encodes a lone surrogate)."""
+    return text[:limit].replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+def detail_json(detail: dict[str, Any]) -> str:
+    """`detail` as JSON of at most DETAIL_MAX_CHARS characters (ASCII), marked when it had to be cut."""
+    # through UTF-8 and back first: a lone surrogate (a JSON body can carry one) becomes "?", so what is read
+    # back can always be sent; then ASCII, so that the cap in characters is also one in bytes
+    raw = json.dumps(detail, default=str, ensure_ascii=False).encode("utf-8", "replace")
+    text = json.dumps(json.loads(raw))
+    if len(text) <= DETAIL_MAX_CHARS:
+        return text
+    marker: dict[str, Any] = {"truncated": True, "chars": len(text), "head": ""}
+    room = DETAIL_MAX_CHARS - len(json.dumps(marker))
+    # `text` is ASCII JSON without control characters: quoting it again doubles its quotes and backslashes only
+    quoted = accumulate(2 if c in '"\\' else 1 for c in text[:room])
+    return json.dumps({**marker, "head": text[: sum(1 for n in quoted if n <= room)]})
+
+
 def event_dict(row: EventRow) -> dict[str, Any]:
     return {
         "id": row.id, "at": row.at, "run_id": row.run_id, "sim_time": row.sim_time, "actor": row.actor,
@@ -129,7 +157,11 @@ def open_engine(url: str) -> Engine:
     if sqlite:
         kwargs["connect_args"] = {"check_same_thread": False}
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"cannot create the folder of the audit database {parsed.database}: "
+                                f"{exc.strerror}") from None  # fmt: skip
     try:
         engine = create_engine(parsed, pool_pre_ping=not sqlite, **kwargs)
     except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
@@ -139,7 +171,8 @@ def open_engine(url: str) -> Engine:
     try:
         Base.metadata.create_all(engine)
     except SQLAlchemyError as exc:
-        raise UserError(f"cannot open the audit database {parsed.render_as_string()}: {exc.args[0]}") from None
+        reason = str(exc.args[0]).splitlines()[0]  # drivers add hints on further lines; a user error is one line
+        raise UserError(f"cannot open the audit database {parsed.render_as_string()}: {reason}") from None
     return engine
 
 
@@ -176,8 +209,8 @@ class AuditStore:
     def _row(self, ev: EventIn) -> EventRow:
         return EventRow(
             at=ev.at if ev.at is not None else time.time(), run_id=self.run_id, sim_time=ev.sim_time,
-            actor=ev.actor[:64], role=ev.role[:16], action=ev.action[:32], target=ev.target[:128],
-            result=ev.result[:64], detail=json.dumps(ev.detail, default=str),
+            actor=storable(ev.actor, 64), role=storable(ev.role, 16), action=storable(ev.action, 32),
+            target=storable(ev.target, 128), result=storable(ev.result, 64), detail=detail_json(ev.detail),
         )  # fmt: skip
 
     def record(self, ev: EventIn) -> dict[str, Any]:
