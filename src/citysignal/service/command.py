@@ -3,6 +3,10 @@
 Start-up does everything that can fail on user input first (settings, scenario, net, database,
 controller, listening socket, SUMO start) and reports it as one line with exit code 2. `--port 0`
 asks the OS for a free port; the line `citysignal: serving ... at http://HOST:PORT/` on stderr gives it.
+
+Nothing secret is printed: no token (not even the default development ones), and the database URL
+with its password masked. There is no access log (it would carry every client's requests), and a
+WebSocket message is capped at the HTTP body limit.
 """
 
 from __future__ import annotations
@@ -48,8 +52,8 @@ def serve(
     """Run the command center: the twin in real time (x SPEED), API, live dashboard, audit log."""
     import uvicorn
 
-    from citysignal.service.app import create_app
-    from citysignal.service.config import Settings
+    from citysignal.service.app import MAX_BODY_BYTES, create_app
+    from citysignal.service.config import Settings, masked_url
     from citysignal.service.context import build_service
 
     settings = Settings.from_env(host=host, port=port, db_url=db).validate()
@@ -60,6 +64,9 @@ def serve(
                                 max_red=max_red)  # fmt: skip
         app = create_app(service)
         service.start()
+    except UserError as exc:  # some carry a driver's multi-line message: the CLI prints one line
+        sock.close()
+        raise UserError(" ".join(str(exc).split())) from None
     except BaseException:
         sock.close()
         raise
@@ -68,13 +75,14 @@ def serve(
     gc.collect()
     gc.freeze()
     if settings.uses_default_tokens:
-        names = ", ".join(f"{t.role.name}={t.token}" for t in settings.tokens)
-        print(f"citysignal: development mode, default tokens: {names}", file=sys.stderr)
+        print("citysignal: development mode: the default tokens (see README) are accepted, on loopback only",
+              file=sys.stderr)  # fmt: skip
     url = settings.allowed_origins()[0] if settings.origin else f"http://{host}:{settings.port}"
     print(f"citysignal: serving {service.scenario.name} with {controller} at x{speed:g} at {url}/ "
-          f"(audit store: {settings.db_url})", file=sys.stderr, flush=True)  # fmt: skip
+          f"(audit store: {masked_url(settings.db_url)})", file=sys.stderr, flush=True)  # fmt: skip
     # No per-message deflate: it would compress the same frame once per client every second.
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", ws_per_message_deflate=False)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", ws_per_message_deflate=False,
+                            ws_max_size=MAX_BODY_BYTES)  # fmt: skip
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])

@@ -22,7 +22,7 @@ from citysignal.scenarios import Scenario, resolve
 from citysignal.service.config import Settings
 from citysignal.service.engine import KPI_EVERY_S, EngineConfig
 from citysignal.service.geometry import geometry
-from citysignal.service.security import RateLimiter, TokenRegistry
+from citysignal.service.security import RateLimits, TokenRegistry
 from citysignal.service.store import AuditStore, EventIn
 from citysignal.service.worker import EngineProcess
 from citysignal.twin import DEFAULT_SEED
@@ -37,7 +37,7 @@ class Service:
     engine: EngineProcess
     store: AuditStore
     tokens: TokenRegistry
-    limiter: RateLimiter
+    limits: RateLimits
     geometry_json: bytes
     run_id: str
     _started: bool = False
@@ -128,7 +128,7 @@ def build_service(
         engine=engine,
         store=store,
         tokens=TokenRegistry(settings.tokens),
-        limiter=RateLimiter(settings.override_limit, settings.override_window_s),
+        limits=RateLimits(settings),
         geometry_json=json.dumps(geometry(network, layout), separators=(",", ":")).encode(),
         run_id=run_id,
     )
