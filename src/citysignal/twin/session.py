@@ -186,3 +186,19 @@ class Twin:
     def teleports_started(self) -> int:
         """Vehicles that started teleporting in the last step (0 with teleporting off, unless jammed)."""
         return int(self._api.simulation.getStartingTeleportNumber())
+
+    # snapshots -----------------------------------------------------------------------------
+    def save_state(self) -> bytes:
+        """SUMO's whole simulation state now (vehicles, routes, detectors, programs), gzip-compressed XML."""
+        assert self._tmp is not None
+        path = Path(self._tmp.name) / "state.xml.gz"  # SUMO compresses by the file name
+        self._api.simulation.saveState(str(path))
+        return path.read_bytes()
+
+    def load_state(self, state: bytes) -> None:
+        """Jump to a state from `save_state` of the same scenario. SUMO does not restore signal states set
+        from outside (its "online" programs): the caller writes them again before the next step."""
+        assert self._tmp is not None
+        path = Path(self._tmp.name) / "state.xml.gz"
+        path.write_bytes(state)
+        self._api.simulation.loadState(str(path))
