@@ -16,13 +16,14 @@ import shutil
 import socket
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
 
 import psycopg
 import pytest
+from service_helpers import TOKENS, clean_env
 
 PG_USER = "citysignal"
 NOT_INSTALLED = "PostgreSQL server programs (Debian package 'postgresql') not found; `make test` installs them as root"
@@ -114,10 +115,40 @@ def postgres_server() -> Iterator[PostgresServer]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty audit database: a SQLite file, or a database on the session's PostgreSQL server."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'audit.db'}"
-    server: PostgresServer = request.getfixturevalue("postgres_server")
-    return server.create_database()
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def new_database(request: pytest.FixtureRequest) -> Callable[[str, Path], str]:
+    """`new_database(backend, folder)`: the URL of a fresh, empty audit database, a SQLite file in `folder` or
+    a database on the session's PostgreSQL server (started on first use)."""
+
+    def make(backend: str, folder: Path) -> str:
+        if backend == "sqlite":
+            return f"sqlite:///{folder / 'audit.db'}"
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        return server.create_database()
+
+    return make
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path, new_database: Callable[[str, Path], str]) -> str:
+    """A fresh, empty audit database on each backend."""
+    return new_database(request.param, tmp_path)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Each backend in turn, for a module's long-lived service (with `new_database`)."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def serve_env() -> dict[str, str]:
+    """The environment of a `citysignal serve` under test: strict settings, the users of service_helpers
+    (viewer vera, operators otto and burst, admin ada) and no rate limit that a test would run into."""
+    tokens = ",".join(f"{t.name}:{t.role.name}:{t.token}" for t in TOKENS)
+    unlimited = "1000000/1"
+    return clean_env(CITYSIGNAL_ENV="test", CITYSIGNAL_TOKENS=tokens, CITYSIGNAL_OVERRIDE_RATE=unlimited,
+                     CITYSIGNAL_CONTROLLER_RATE=unlimited, CITYSIGNAL_REFUSAL_AUDIT_RATE=unlimited)  # fmt: skip

@@ -74,6 +74,9 @@ def test_reads_filter_and_page(db_url: str) -> None:
     assert [k["sim_time"] for k in store.kpis(limit=2)] == [20.0, 30.0]  # the latest, oldest first
     first_id = store.kpis()[0]["id"]
     assert [k["sim_time"] for k in store.kpis(after_id=first_id)] == [20.0, 30.0]
+    big = 2**63 - 1  # any 64-bit id pages, beyond PostgreSQL's 32-bit integer too
+    assert len(store.events(before_id=big)) == 9 and store.events(after_id=big) == []
+    assert store.kpis(after_id=big) == []
     store.close()
 
 

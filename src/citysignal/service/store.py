@@ -30,7 +30,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Float, Integer, String, Text, create_engine, event, func, select
+from sqlalchemy import BigInteger, Float, Integer, String, Text, create_engine, event, func, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -42,6 +42,11 @@ WRITER_FLUSH_S = 0.5
 DETAIL_MAX_CHARS = 2048
 
 
+# Row ids are 64-bit on every backend (the API takes any 64-bit id to page by); SQLite makes a column its
+# rowid, with automatic ids, only when it is declared INTEGER.
+ROW_ID = BigInteger().with_variant(Integer, "sqlite")
+
+
 class Base(DeclarativeBase):
     pass
 
@@ -49,7 +54,7 @@ class Base(DeclarativeBase):
 class EventRow(Base):
     __tablename__ = "audit_events"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
     at: Mapped[float] = mapped_column(Float, index=True)
     run_id: Mapped[str] = mapped_column(String(32), index=True)
     sim_time: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -64,7 +69,7 @@ class EventRow(Base):
 class KpiRow(Base):
     __tablename__ = "kpi_samples"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
     at: Mapped[float] = mapped_column(Float, index=True)
     run_id: Mapped[str] = mapped_column(String(32), index=True)
     episode: Mapped[int] = mapped_column(Integer)
