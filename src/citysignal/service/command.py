@@ -12,6 +12,7 @@ WebSocket message is capped at the HTTP body limit.
 from __future__ import annotations
 
 import gc
+import signal
 import socket
 import sys
 from typing import Annotated
@@ -84,6 +85,9 @@ def serve(
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", ws_per_message_deflate=False,
                             ws_max_size=MAX_BODY_BYTES)  # fmt: skip
     server = uvicorn.Server(config)
+    # uvicorn shuts down on SIGTERM, then raises it again under the handler found at start: with this one,
+    # a SIGTERM ends the service cleanly with exit code 0 (what service managers expect of a stop).
+    signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         server.run(sockets=[sock])
     finally:

@@ -111,11 +111,11 @@ def state_payload(service: Service) -> dict[str, Any]:
 def health(service: ServiceDep, response: Response) -> Health:
     engine = service.engine
     live = engine.live()
-    ok = engine.running
-    if not ok:
+    status, reason = engine.health()
+    if status != "ok":
         response.status_code = 503
-    return Health(status="ok" if ok else "error", running=ok, sim_time=live.time if live else None,
-                  error=engine.error, store_write_errors=service.store.write_errors)  # fmt: skip
+    return Health(status=status, running=status == "ok", sim_time=live.time if live else None,
+                  error=reason, store_write_errors=service.store.write_errors)  # fmt: skip
 
 
 @router.get("/me", response_model=Me, tags=["service"], responses=AUTH_ERRORS, summary="Who the token belongs to")

@@ -30,7 +30,7 @@ from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, Integer, String, Text, create_engine, event, func, select
+from sqlalchemy import BigInteger, Float, Integer, LargeBinary, String, Text, create_engine, event, func, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -342,3 +342,78 @@ class AuditStore:
                 .where(EventRow.run_id == last_start.run_id, EventRow.action == "service_stop")
             )  # fmt: skip
             return None if stopped else last_start.run_id
+
+
+# Restart state ---------------------------------------------------------------------------------------
+# What a restarted service continues from, one row of each per scenario key (`EngineConfig.key`): the
+# operators' controller assignments and active overrides (written before an action is acknowledged), and
+# the twin's latest snapshot (each replaces the last). A clean stop deletes both: the next run starts as
+# its command line says.
+
+
+class ControlStateRow(Base):
+    __tablename__ = "control_state"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(32))
+    at: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(Text)  # JSON
+
+
+class SnapshotRow(Base):
+    __tablename__ = "twin_snapshots"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(32))
+    taken_at: Mapped[float] = mapped_column(Float)
+    sim_time: Mapped[float] = mapped_column(Float)
+    episode: Mapped[int] = mapped_column(Integer)
+    episode_steps: Mapped[int] = mapped_column(Integer)
+    guard: Mapped[str] = mapped_column(Text)  # JSON (with Infinity)
+    sumo_state: Mapped[bytes] = mapped_column(LargeBinary)  # gzip-compressed SUMO state XML
+
+
+SNAPSHOT_FIELDS = ("taken_at", "sim_time", "episode", "episode_steps")
+
+
+class RestartStore:
+    """The restart state of one service process (`run_id`) in the audit store's database."""
+
+    def __init__(self, engine: Engine, run_id: str) -> None:
+        self.engine = engine
+        self.run_id = run_id
+
+    def save_control(self, key: str, state: dict[str, Any]) -> None:
+        """Commit before returning: the API acknowledges an override or switch only after this."""
+        with Session(self.engine) as session:
+            session.merge(ControlStateRow(key=key, run_id=self.run_id, at=time.time(), state=json.dumps(state)))
+            session.commit()
+
+    def load_control(self, key: str) -> tuple[float, dict[str, Any]] | None:
+        """(when it was last written, the state), or None."""
+        with Session(self.engine) as session:
+            row = session.get(ControlStateRow, key)
+            return None if row is None else (row.at, json.loads(row.state))
+
+    def save_snapshot(self, key: str, fields: dict[str, Any], guard: dict[str, Any], sumo_state: bytes) -> None:
+        """`fields`: SNAPSHOT_FIELDS."""
+        with Session(self.engine) as session:
+            session.merge(SnapshotRow(key=key, run_id=self.run_id, guard=json.dumps(guard), sumo_state=sumo_state,
+                                      **{f: fields[f] for f in SNAPSHOT_FIELDS}))  # fmt: skip
+            session.commit()
+
+    def load_snapshot(self, key: str) -> tuple[dict[str, Any], dict[str, Any], bytes] | None:
+        """(SNAPSHOT_FIELDS, guard state, SUMO state), or None."""
+        with Session(self.engine) as session:
+            row = session.get(SnapshotRow, key)
+            if row is None:
+                return None
+            return {f: getattr(row, f) for f in SNAPSHOT_FIELDS}, json.loads(row.guard), bytes(row.sumo_state)
+
+    def clear(self, key: str) -> None:
+        with Session(self.engine) as session:
+            for table in (ControlStateRow, SnapshotRow):
+                row = session.get(table, key)
+                if row is not None:
+                    session.delete(row)
+            session.commit()
