@@ -153,7 +153,7 @@ def bench(
     ]
 
     err = Console(stderr=True)
-    with _progress(err, transient=as_json) as progress:
+    with _progress(err, transient=True) as progress:  # transient: a failed run leaves only its error line
         task = progress.add_task(f"{len(jobs)} run(s)", total=len(jobs))
         finished: dict[str, float] = {}
 

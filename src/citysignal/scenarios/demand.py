@@ -163,17 +163,17 @@ def _open(path: Path) -> Iterator[ET.Element]:
             yield elem
 
 
-def route_elements(path: Path) -> Iterator[ET.Element]:
+def route_elements(path: Path, what: str = "route file") -> Iterator[ET.Element]:
     """Every element of a route (or additional) file as it closes; demand elements are freed after use.
 
     A missing, unreadable or truncated file is a one-line UserError naming the file. Like SUMO, any root
     element is accepted (old tools wrote `<trips>`, additional files often use `<add>`)."""
     if not path.is_file():
-        raise UserError(f"route file not found: {path}")
+        raise UserError(f"{what} not found: {path}")
     try:
         for elem in _open(path):
             yield elem
             if elem.tag in DEMAND_TAGS:
                 elem.clear()
     except (ET.ParseError, OSError, EOFError) as exc:
-        raise UserError(f"corrupt route file {path}: {exc}") from exc
+        raise UserError(f"corrupt {what} {path}: {exc}") from exc

@@ -124,8 +124,10 @@ def demand_summary(scenario: Scenario) -> tuple[float | None, float | None, int]
     """(first departure, last departure, departures inside the window) over the route and additional
     files, flows counted by their departures (expected ones for random flows, rounded)."""
     first, last, inside = math.inf, -math.inf, 0.0
-    for path in (*scenario.route_files, *scenario.additional_files):
-        for elem in route_elements(path):
+    files = [(p, "route file") for p in scenario.route_files]
+    files += [(p, "additional file") for p in scenario.additional_files]
+    for path, what in files:
+        for elem in route_elements(path, what):
             if elem.tag not in DEMAND_TAGS:
                 continue
             dep = departures(elem, str(path), scenario.end)
