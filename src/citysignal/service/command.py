@@ -24,6 +24,7 @@ from citysignal.errors import UserError
 from citysignal.twin.session import DEFAULT_SEED
 
 DB_HELP = "Audit store SQLAlchemy URL; default $CITYSIGNAL_DB or sqlite:///out/service/audit.db."
+END_HELP = "Episode end (s); default: the scenario's end, or begin + 3600 s if its config gives none."
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -47,7 +48,7 @@ def serve(
     db: Annotated[str | None, typer.Option(help=DB_HELP)] = None,
     seed: Annotated[int, typer.Option(help="SUMO seed of the first episode (next ones: +1 each).")] = DEFAULT_SEED,
     begin: Annotated[float | None, typer.Option(help="Episode start (s); default: the scenario's.")] = None,
-    end: Annotated[float | None, typer.Option(help="Episode end (s); default: the scenario's.")] = None,
+    end: Annotated[float | None, typer.Option(help=END_HELP)] = None,
     max_red: Annotated[float, typer.Option(min=1.0, help="Safety guard's max-red bound (s).")] = DEFAULT_MAX_RED_S,
 ) -> None:
     """Run the command center: the twin in real time (x SPEED), API, live dashboard, audit log."""
@@ -78,6 +79,8 @@ def serve(
     if settings.uses_default_tokens:
         print("citysignal: development mode: the default tokens (see README) are accepted, on loopback only",
               file=sys.stderr)  # fmt: skip
+    if service.scenario.note:
+        print(f"citysignal: note: {service.scenario.note}", file=sys.stderr)
     url = settings.allowed_origins()[0] if settings.origin else f"http://{host}:{settings.port}"
     print(f"citysignal: serving {service.scenario.name} with {controller} at x{speed:g} at {url}/ "
           f"(audit store: {masked_url(settings.db_url)})", file=sys.stderr, flush=True)  # fmt: skip
