@@ -22,6 +22,7 @@ from citysignal.control.ai import default_policy_path
 CLI = [sys.executable, "-m", "citysignal"]
 VTYPES = '<additional><vType id="car" accel="2.6" decel="4.5" length="5"/></additional>\n'
 GARBAGE = bytes(range(256)) * 8
+OSM = Path(__file__).parent / "data" / "small_town.osm.xml"
 FILES = {"net": "grid.net.xml", "routes": "city.rou.xml", "additional": "vtypes.add.xml"}
 
 
@@ -111,6 +112,10 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
                           ("bad time 'nan' for --begin",)),
     "profile peak inf": (lambda d: ["profile", "grid4x4", "--out", str(d / "o"), "--peak-factor", "inf"],
                          ("peak factor",)),
+    "import-osm begin nan": (lambda d: ["import-osm", str(OSM), "--out", str(d / "o"), "--begin", "nan"],
+                             ("bad time 'nan' for --begin",)),
+    "import-osm hours inf": (lambda d: ["import-osm", str(OSM), "--out", str(d / "o"), "--hours", "inf"],
+                             ("--hours",)),
     "serve begin nan": (lambda d: ["serve", "grid4x4", "-c", "fixed", "--port", "0", "--begin", "nan",
                                    "--db", f"sqlite:///{d / 'a.db'}"], ("finite",)),
 }  # fmt: skip

@@ -235,8 +235,6 @@ def profile(
     shape = get_profile(name)
     start, stop = time_option(begin, "--begin"), time_option(end, "--end")
     assert start is not None and stop is not None
-    if not 0 < peak_factor < float("inf"):
-        raise UserError(f"peak factor must be a finite number > 0, got {peak_factor:g}")
     base = resolve(scenario)
     _note(base)
     sc = reshape(base, shape, out, start, stop, peak_factor, seed, scenario_name)
@@ -249,7 +247,7 @@ def import_osm(
     out: Annotated[Path, typer.Option(help="Folder for the net, routes and .sumocfg.")],
     name: Annotated[str, typer.Option("--profile", help="Demand profile: evening-peak or flat.")] = "evening-peak",
     hours: Annotated[float, typer.Option(help="Length of the scenario (h), from --begin.")] = 3.0,
-    begin: Annotated[float, typer.Option(help="Start, s since midnight.")] = 16 * 3600.0,
+    begin: Annotated[str, typer.Option(help="Start since midnight (s or clock time).")] = "16:00:00",
     density: Annotated[float, typer.Option(help="Trips per hour per km of road at the base rate.")] = 60.0,
     peak_factor: Annotated[float, typer.Option(help="Peak rate as a multiple of the base rate.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic demand.")] = 0,
@@ -259,8 +257,12 @@ def import_osm(
     from citysignal.scenarios.profiles import get_profile
 
     shape = get_profile(name)
+    start = time_option(begin, "--begin")
+    assert start is not None
+    if not 0 < hours < float("inf"):
+        raise UserError(f"--hours must be a finite number > 0, got {hours:g}")
     with Console(stderr=True).status("netconvert, randomTrips, duarouter..."):
-        sc = build(osm, out, shape, hours, begin, density, peak_factor, seed)
+        sc = build(osm, out, shape, hours, start, density, peak_factor, seed)
     Console(stderr=True).print(f"wrote {sc.sumocfg} ({sc.begin:g}-{sc.end:g} s)")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import math
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -92,8 +93,10 @@ def reshape(
     name: str | None = None,
 ) -> Scenario:
     """Write `out_dir/<name>.rou.xml.gz` and `<name>.sumocfg` with the demand reshaped to `profile`."""
-    if peak_factor <= 0:
-        raise UserError(f"peak factor must be > 0, got {peak_factor:g}")
+    if not 0 < peak_factor < math.inf:
+        raise UserError(f"peak factor must be a finite number > 0, got {peak_factor:g}")
+    if not (0 <= begin < math.inf and 0 <= end < math.inf):
+        raise UserError(f"profile window [{begin:g}, {end:g}) must be finite times >= 0")
     if end <= begin:
         raise UserError(f"profile window [{begin:g}, {end:g}) is empty")
     keep: list[ET.Element] = []  # vTypes, named routes and the like, copied as they are
