@@ -101,6 +101,8 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
                                                            "02:00:00"], ("outside the demand",)),
     "unknown edge, SUMO refuses": (lambda d: ["bench", str(refused_by_sumo(d, "edge"))],
                                    ("SUMO could not load", "BOGUS")),
+    "unknown edge, no end, SUMO refuses": (lambda d: ["bench", str(without_end(refused_by_sumo(d, "edge")))],
+                                           ("SUMO could not load", "BOGUS")),
     "unknown option, SUMO refuses": (lambda d: ["bench", str(refused_by_sumo(d, "option"))],
                                      ("SUMO could not load", "bogus-option")),
     "unknown lane, SUMO refuses": (lambda d: ["bench", str(refused_by_sumo(d, "lane"))],
@@ -119,6 +121,12 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
     "serve begin nan": (lambda d: ["serve", "grid4x4", "-c", "fixed", "--port", "0", "--begin", "nan",
                                    "--db", f"sqlite:///{d / 'a.db'}"], ("finite",)),
 }  # fmt: skip
+
+
+def without_end(cfg: Path) -> Path:
+    """The config without its end: the note on the assumed end must not add a line to an error."""
+    cfg.write_text(cfg.read_text().replace('<end value="15:01:00"/>', ""))
+    return cfg
 
 
 def write_sumocfg_time(folder: Path, begin: str) -> Path:

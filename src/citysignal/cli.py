@@ -35,6 +35,7 @@ END_HELP = "Episode end (s or clock time); default: the scenario's end, or begin
 
 
 def _note(scenario: Scenario) -> None:
+    """Printed once the work is done, so that a failure still ends in its one error line."""
     if scenario.note:  # plain print: Rich would wrap a long line
         print(f"citysignal: note: {scenario.note}", file=sys.stderr)
 
@@ -77,7 +78,6 @@ def plan_export(
     sc = resolve(scenario)
     network = load_network(sc.net_file, sc.additional_files)
     layout = Layout.from_network(network)
-    _note(sc)
     windows = [_period(p) for p in period] or [
         (t, min(t + 3600.0, sc.end)) for t in np.arange(sc.begin, sc.end, 3600.0).tolist()
     ]
@@ -96,6 +96,7 @@ def plan_export(
     write_plans(periods, out)
     Console().print(table)
     Console(stderr=True).print(f"wrote {out}")
+    _note(sc)
 
 
 @app.command()
@@ -143,8 +144,6 @@ def bench(
     resolved = [resolve(s, *window) for arg in scenario for s in arg.split(",") if s]
     for sc in resolved:  # a bad net fails here in one line, not inside a worker
         load_network(sc.net_file, sc.additional_files)
-    for sc in resolved:
-        _note(sc)
     jobs = [
         Job(sc, c, DEFAULT_SEED + k, max_red, policy if c == "ai" else None)
         for sc in resolved
@@ -173,6 +172,8 @@ def bench(
         (out / "results.jsonl").write_text(report.json_lines(results))
         plots = report.plot(results, out)
         err.print(f"wrote {out / 'results.md'}, {out / 'results.jsonl'} and {len(plots)} plot(s)")
+    for sc in resolved:
+        _note(sc)
 
 
 def _progress(console: Console, transient: bool = False) -> Progress:
@@ -236,9 +237,9 @@ def profile(
     start, stop = time_option(begin, "--begin"), time_option(end, "--end")
     assert start is not None and stop is not None
     base = resolve(scenario)
-    _note(base)
     sc = reshape(base, shape, out, start, stop, peak_factor, seed, scenario_name)
     Console(stderr=True).print(f"wrote {sc.sumocfg} ({sc.begin:g}-{sc.end:g} s)")
+    _note(base)
 
 
 @app.command("import-osm")
