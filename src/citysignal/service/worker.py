@@ -13,8 +13,9 @@ Failure modes:
 - frozen twin (paused, hung in SUMO, starved of CPU): no word from the child for `STALE_S`, or
   heartbeats but no simulation step for max(`STALE_S`, 3 steps): `health()` says "degraded" with the
   reason, and every call is refused at once with 503 instead of waiting, so a burst of requests cannot
-  hold the API's threads. A call already sent waits at most `CALL_TIMEOUT_S` (+ grace); the child drops
-  calls that reach it after their deadline, so a refused override is never carried out later. After
+  hold the API's threads. A call already sent waits at most `CALL_TIMEOUT_S` (+ grace), and one that goes
+  unanswered makes the twin degraded at once, until it speaks again; the child drops calls that reach it
+  after their deadline, so a refused override is never carried out later. After
   `hung_restart_s` of silence the twin is killed and restarted as below. Entering and leaving the
   degraded state is audited (`twin_degraded`, `twin_recovered`).
 - twin died (kill -9, segfault in SUMO, the loop crashed): health says "restarting" (503), a new child
@@ -71,7 +72,7 @@ LIVE_EVERY_S = 0.1
 BEAT_S = 0.2
 STALE_S = 1.5
 CALL_TIMEOUT_S = 1.0
-CALL_GRACE_S = 0.5
+CALL_GRACE_S = 0.25
 START_TIMEOUT_S = 120.0
 HUNG_RESTART_S = 30.0
 MAX_RESTARTS = 5
@@ -169,6 +170,7 @@ class _Child:
     process: BaseProcess
     conn: Connection
     heard: float = field(default_factory=time.monotonic)  # last message of any kind
+    unanswered: float = 0.0  # when a call last went unanswered
     ready: threading.Event = field(default_factory=threading.Event)
     accepted: bool = False  # started and taken into service: its loss triggers a restart
     ended: bool = False  # its reader has finished
@@ -302,10 +304,12 @@ class EngineProcess:
         child = self._child
         if child is None or not child.accepted:
             return "error", "the twin is not running"
+        if not child.process.is_alive():  # before its reader has seen the pipe close
+            return "restarting", "the twin process ended unexpectedly; restarting the twin from its latest snapshot"
         live = self._live
         at = f" at t = {live.time:g} s" if live is not None else ""
         silent = child.silent()
-        if silent > STALE_S:
+        if silent > STALE_S or child.unanswered > child.heard:
             return "degraded", f"the twin has not answered for {silent:.1f} s: simulated time stands still{at}"
         stalled = child.stalled()
         if not child.loading and stalled > max(STALE_S, 3.0 / self.config.speed):
@@ -319,6 +323,12 @@ class EngineProcess:
     @property
     def error(self) -> str | None:
         return self.health()[1]
+
+    @property
+    def pid(self) -> int | None:
+        """The twin process's id (it changes with each restart)."""
+        child = self._child
+        return child.process.pid if child is not None else None
 
     def live(self) -> Live | None:
         return self._live
@@ -468,6 +478,7 @@ class EngineProcess:
                 self._send_lock.release()
             ok, value, control = future.result(CALL_TIMEOUT_S + CALL_GRACE_S)
         except FutureTimeout:
+            child.unanswered = time.monotonic()  # the next callers are refused at once, until it speaks again
             raise CommandError(503, f"the twin did not answer within {CALL_TIMEOUT_S:g} s") from None
         except (BrokenPipeError, OSError):
             raise CommandError(503, self.error or "the twin is not running") from None
