@@ -138,6 +138,8 @@ def test_text_a_backend_refuses_is_made_storable(db_url: str) -> None:
     assert ev["target"] == "A\ufffd?"
     assert ev["detail"] == {"reason": "nul \x00 and ? surrogate"}  # NUL is valid JSON text, escaped
     assert store.events()[0]["target"] == "A\ufffd?"
+    assert [e["id"] for e in store.events(target="A\x00\ud800")] == [ev["id"]]  # the filter matches as stored
+    assert store.events(target="\x00", action="\x00") == []
     json.dumps(store.events()[0], ensure_ascii=False).encode("utf-8")  # what the API sends can be encoded
     store.close()
 

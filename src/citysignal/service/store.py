@@ -306,16 +306,16 @@ class AuditStore:
         self, limit: int = 100, before_id: int | None = None, after_id: int | None = None,
         action: str | None = None, target: str | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
-        """Newest first, over every run."""
+        """Newest first, over every run. `action` and `target` match what `record` stored for them."""
         query = select(EventRow).order_by(EventRow.id.desc()).limit(limit)
         if before_id is not None:
             query = query.where(EventRow.id < before_id)
         if after_id is not None:
             query = query.where(EventRow.id > after_id)
         if action is not None:
-            query = query.where(EventRow.action == action)
+            query = query.where(EventRow.action == storable(action, 32))
         if target is not None:
-            query = query.where(EventRow.target == target)
+            query = query.where(EventRow.target == storable(target, 128))
         with Session(self.engine) as session:
             return [event_dict(r) for r in session.scalars(query)]
 
