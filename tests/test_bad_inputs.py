@@ -119,7 +119,9 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...]]] = {
     "import-osm hours inf": (lambda d: ["import-osm", str(OSM), "--out", str(d / "o"), "--hours", "inf"],
                              ("--hours",)),
     "serve begin nan": (lambda d: ["serve", "grid4x4", "-c", "fixed", "--port", "0", "--begin", "nan",
-                                   "--db", f"sqlite:///{d / 'a.db'}"], ("finite",)),
+                                   "--db", f"sqlite:///{d / 'a.db'}"], ("bad time 'nan' for --begin",)),
+    "serve end garbage": (lambda d: ["serve", "grid4x4", "-c", "fixed", "--port", "0", "--end", "soon",
+                                     "--db", f"sqlite:///{d / 'a.db'}"], ("bad time 'soon' for --end",)),
 }  # fmt: skip
 
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from citysignal.control.guard import DEFAULT_MAX_RED_S
 from citysignal.errors import UserError
 from citysignal.scenarios.demand import time_option
+from citysignal.scenarios.registry import END_HELP
 
 if TYPE_CHECKING:
     from citysignal.bench.parallel import Job
@@ -31,7 +32,6 @@ app.add_typer(plan_app, name="plan")
 
 MAX_SEEDS = 1000  # a bound, so that a typo cannot queue runs without end
 MAX_WORKERS = 256
-END_HELP = "Episode end (s or clock time); default: the scenario's end, or begin + 3600 s if its config gives none."
 
 
 def _note(scenario: Scenario) -> None:

@@ -22,6 +22,10 @@ from citysignal.network.parse import read_xml
 from citysignal.scenarios.demand import DEMAND_TAGS, departures, parse_time, route_elements
 
 DEFAULT_LENGTH_S = 3600.0  # the episode of a config that gives no end
+END_HELP = (
+    f"Episode end (s or clock time); default: the scenario's end, or begin + {DEFAULT_LENGTH_S:g} s if its config "
+    "gives none."
+)
 
 
 @dataclass(frozen=True)

@@ -21,10 +21,11 @@ import typer
 
 from citysignal.control.guard import DEFAULT_MAX_RED_S
 from citysignal.errors import UserError
+from citysignal.scenarios.demand import time_option
+from citysignal.scenarios.registry import END_HELP
 from citysignal.twin.session import DEFAULT_SEED
 
 DB_HELP = "Audit store SQLAlchemy URL; default $CITYSIGNAL_DB or sqlite:///out/service/audit.db."
-END_HELP = "Episode end (s); default: the scenario's end, or begin + 3600 s if its config gives none."
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -47,8 +48,8 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")] = 8000,
     db: Annotated[str | None, typer.Option(help=DB_HELP)] = None,
     seed: Annotated[int, typer.Option(help="SUMO seed of the first episode (next ones: +1 each).")] = DEFAULT_SEED,
-    begin: Annotated[float | None, typer.Option(help="Episode start (s); default: the scenario's.")] = None,
-    end: Annotated[float | None, typer.Option(help=END_HELP)] = None,
+    begin: Annotated[str | None, typer.Option(help="Episode start (s or clock time); default: the scenario's.")] = None,
+    end: Annotated[str | None, typer.Option(help=END_HELP)] = None,
     max_red: Annotated[float, typer.Option(min=1.0, help="Safety guard's max-red bound (s).")] = DEFAULT_MAX_RED_S,
 ) -> None:
     """Run the command center: the twin in real time (x SPEED), API, live dashboard, audit log."""
@@ -62,7 +63,8 @@ def serve(
     sock = _listen(host, port)
     settings = settings.with_port(int(sock.getsockname()[1]))
     try:
-        service = build_service(settings, scenario, controller, speed=speed, seed=seed, begin=begin, end=end,
+        service = build_service(settings, scenario, controller, speed=speed, seed=seed,
+                                begin=time_option(begin, "--begin"), end=time_option(end, "--end"),
                                 max_red=max_red)  # fmt: skip
         app = create_app(service)
         service.start()
