@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from scenario_files import published_style
 
 from citysignal.bench.metrics import METRIC_KEYS
 from citysignal.scenarios.registry import data_dir
@@ -74,6 +75,32 @@ def test_bench_writes_markdown_json_and_plots(tmp_path: Path) -> None:
     assert "| ingolstadt1 | fixed |" in (out / "results.md").read_text()
     assert len((out / "results.jsonl").read_text().splitlines()) == 2
     assert (out / "ingolstadt1.png").stat().st_size > 10_000
+
+
+def test_bench_runs_a_published_style_scenario_and_says_where_its_end_comes_from(tmp_path: Path) -> None:
+    """Clock-time flows, `<begin value="53990"/>` and no end: one hour from the begin, said on stderr."""
+    cfg = published_style(tmp_path)
+    proc = run("bench", str(cfg), "-c", "maxpressure", "--json")
+    assert proc.returncode == 0, proc.stderr
+    row = json.loads(proc.stdout)
+    assert row["arrived"] > 700 and row["not_inserted"] == 0 and row["safety_violations"] == 0
+    note = f"citysignal: note: {cfg} gives no end time: running 53990-57590 s (begin + 3600 s; --end changes it)"
+    assert proc.stderr.strip().splitlines() == [note]
+    short = run("bench", str(cfg), "-c", "fixed,ai", "--begin", "15:00:00", "--end", "15:05:00", "--json",
+                "--workers", "1")  # fmt: skip
+    assert short.returncode == 0, short.stderr
+    rows = [json.loads(line) for line in short.stdout.splitlines()]
+    assert [r["controller"] for r in rows] == ["fixed", "ai"]
+    assert all(r["arrived"] > 30 and r["safety_violations"] == 0 for r in rows)
+    assert "note" not in short.stderr
+
+
+@pytest.mark.parametrize("command", ["bench", "serve"])
+def test_help_says_what_a_missing_end_becomes(command: str) -> None:
+    proc = subprocess.run([*CLI, command, "--help"], capture_output=True, text=True, timeout=120,
+                          env={"COLUMNS": "400", "PATH": ""})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "or begin + 3600 s if its config gives none" in proc.stdout
 
 
 def test_unknown_scenario() -> None:

@@ -14,9 +14,12 @@ from rich.table import Table
 
 from citysignal.control.guard import DEFAULT_MAX_RED_S
 from citysignal.errors import UserError
+from citysignal.scenarios.demand import time_option
+from citysignal.scenarios.registry import END_HELP
 
 if TYPE_CHECKING:
     from citysignal.bench.parallel import Job
+    from citysignal.scenarios import Scenario
 from citysignal.twin.session import DEFAULT_SEED
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -27,18 +30,30 @@ plan_app = typer.Typer(no_args_is_help=True, help="Fixed-time fallback plans (We
 app.add_typer(plan_app, name="plan")
 
 
+MAX_SEEDS = 1000  # a bound, so that a typo cannot queue runs without end
+MAX_WORKERS = 256
+
+
+def _note(scenario: Scenario) -> None:
+    """Printed once the work is done, so that a failure still ends in its one error line."""
+    if scenario.note:  # plain print: Rich would wrap a long line
+        print(f"citysignal: note: {scenario.note}", file=sys.stderr)
+
+
 def _period(text: str) -> tuple[float, float]:
-    """'16:00-17:30' or '57600-63000' -> seconds since midnight."""
+    """'16:00-17:30' (HH:MM), '16:00:00-17:30:00' or '57600-63000' -> seconds since midnight."""
 
     def seconds(part: str) -> float:
-        if ":" in part:
-            h, m = part.split(":", 1)
-            return int(h) * 3600.0 + int(m) * 60.0
-        return float(part)
+        if part.count(":") == 1:  # HH:MM here, where SUMO would read MM:SS
+            h, m = part.split(":")
+            part = f"{h}:{m}:00"
+        value = time_option(part, "--period")
+        assert value is not None
+        return value
 
     try:
         a, b = (seconds(p.strip()) for p in text.split("-", 1))
-    except ValueError:
+    except (UserError, ValueError):
         raise UserError(f"bad period '{text}': use HH:MM-HH:MM or seconds like 57600-61200") from None
     if b <= a:
         raise UserError(f"bad period '{text}': it ends before it starts")
@@ -81,6 +96,7 @@ def plan_export(
     write_plans(periods, out)
     Console().print(table)
     Console(stderr=True).print(f"wrote {out}")
+    _note(sc)
 
 
 @app.command()
@@ -104,12 +120,12 @@ def scenarios() -> None:
 def bench(
     scenario: Annotated[list[str], typer.Argument(help="Bundled scenario names or paths to .sumocfg files.")],
     controller: Annotated[list[str], typer.Option("--controller", "-c", help="Controller(s) to run.")] = ["fixed"],  # noqa: B006
-    seeds: Annotated[int, typer.Option(min=1, help="Seeds per run, starting at SUMO's default 23423.")] = 1,
-    begin: Annotated[float | None, typer.Option(help="Episode start (s); default: the scenario's.")] = None,
-    end: Annotated[float | None, typer.Option(help="Episode end (s); default: the scenario's.")] = None,
+    seeds: Annotated[int, typer.Option(min=1, max=MAX_SEEDS, help="Seeds per run, from SUMO's default 23423.")] = 1,
+    begin: Annotated[str | None, typer.Option(help="Episode start (s or clock time); default: the scenario's.")] = None,
+    end: Annotated[str | None, typer.Option(help=END_HELP)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run on stdout.")] = False,
     out: Annotated[Path | None, typer.Option(help="Write results.md, results.jsonl and PNG plots here.")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Parallel SUMO processes (Ray).")] = 2,
+    workers: Annotated[int, typer.Option(min=1, max=MAX_WORKERS, help="Parallel SUMO processes (Ray).")] = 2,
     max_red: Annotated[float, typer.Option(min=1.0, help="Safety guard's max-red bound (s).")] = DEFAULT_MAX_RED_S,
     policy: Annotated[Path | None, typer.Option(help="Weights (.npz) for the ai controller; default: shipped.")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address; default: local Ray.")] = None,
@@ -121,10 +137,11 @@ def bench(
     from citysignal.network import load_network
     from citysignal.scenarios import resolve
 
+    window = time_option(begin, "--begin"), time_option(end, "--end")
     names = [c for arg in controller for c in arg.split(",") if c]
     for name in names:  # unknown names and bad policies fail here, before any simulation starts
         make_controller(name, policy if name == "ai" else None)
-    resolved = [resolve(s, begin, end) for arg in scenario for s in arg.split(",") if s]
+    resolved = [resolve(s, *window) for arg in scenario for s in arg.split(",") if s]
     for sc in resolved:  # a bad net fails here in one line, not inside a worker
         load_network(sc.net_file, sc.additional_files)
     jobs = [
@@ -135,7 +152,7 @@ def bench(
     ]
 
     err = Console(stderr=True)
-    with _progress(err, transient=as_json) as progress:
+    with _progress(err, transient=True) as progress:  # transient: a failed run leaves only its error line
         task = progress.add_task(f"{len(jobs)} run(s)", total=len(jobs))
         finished: dict[str, float] = {}
 
@@ -155,6 +172,8 @@ def bench(
         (out / "results.jsonl").write_text(report.json_lines(results))
         plots = report.plot(results, out)
         err.print(f"wrote {out / 'results.md'}, {out / 'results.jsonl'} and {len(plots)} plot(s)")
+    for sc in resolved:
+        _note(sc)
 
 
 def _progress(console: Console, transient: bool = False) -> Progress:
@@ -204,8 +223,8 @@ def profile(
     scenario: Annotated[str, typer.Argument(help="Bundled scenario name or .sumocfg path.")],
     out: Annotated[Path, typer.Option(help="Folder for the reshaped routes and .sumocfg.")],
     name: Annotated[str, typer.Option("--profile", help="Demand profile: evening-peak or flat.")] = "evening-peak",
-    begin: Annotated[float, typer.Option(help="Window start, s since midnight.")] = 16 * 3600.0,
-    end: Annotated[float, typer.Option(help="Window end, s since midnight.")] = 19 * 3600.0,
+    begin: Annotated[str, typer.Option(help="Window start since midnight (s or clock time).")] = "16:00:00",
+    end: Annotated[str, typer.Option(help="Window end since midnight (s or clock time).")] = "19:00:00",
     peak_factor: Annotated[float, typer.Option(help="Peak rate as a multiple of the scenario's mean rate.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the resampling.")] = 0,
     scenario_name: Annotated[str | None, typer.Option("--name", help="Name of the new scenario.")] = None,
@@ -215,10 +234,12 @@ def profile(
     from citysignal.scenarios.profiles import get_profile, reshape
 
     shape = get_profile(name)
-    if peak_factor <= 0:
-        raise UserError(f"peak factor must be > 0, got {peak_factor:g}")
-    sc = reshape(resolve(scenario), shape, out, begin, end, peak_factor, seed, scenario_name)
+    start, stop = time_option(begin, "--begin"), time_option(end, "--end")
+    assert start is not None and stop is not None
+    base = resolve(scenario)
+    sc = reshape(base, shape, out, start, stop, peak_factor, seed, scenario_name)
     Console(stderr=True).print(f"wrote {sc.sumocfg} ({sc.begin:g}-{sc.end:g} s)")
+    _note(base)
 
 
 @app.command("import-osm")
@@ -227,7 +248,7 @@ def import_osm(
     out: Annotated[Path, typer.Option(help="Folder for the net, routes and .sumocfg.")],
     name: Annotated[str, typer.Option("--profile", help="Demand profile: evening-peak or flat.")] = "evening-peak",
     hours: Annotated[float, typer.Option(help="Length of the scenario (h), from --begin.")] = 3.0,
-    begin: Annotated[float, typer.Option(help="Start, s since midnight.")] = 16 * 3600.0,
+    begin: Annotated[str, typer.Option(help="Start since midnight (s or clock time).")] = "16:00:00",
     density: Annotated[float, typer.Option(help="Trips per hour per km of road at the base rate.")] = 60.0,
     peak_factor: Annotated[float, typer.Option(help="Peak rate as a multiple of the base rate.")] = 1.0,
     seed: Annotated[int, typer.Option(help="Seed of the synthetic demand.")] = 0,
@@ -237,8 +258,12 @@ def import_osm(
     from citysignal.scenarios.profiles import get_profile
 
     shape = get_profile(name)
+    start = time_option(begin, "--begin")
+    assert start is not None
+    if not 0 < hours < float("inf"):
+        raise UserError(f"--hours must be a finite number > 0, got {hours:g}")
     with Console(stderr=True).status("netconvert, randomTrips, duarouter..."):
-        sc = build(osm, out, shape, hours, begin, density, peak_factor, seed)
+        sc = build(osm, out, shape, hours, start, density, peak_factor, seed)
     Console(stderr=True).print(f"wrote {sc.sumocfg} ({sc.begin:g}-{sc.end:g} s)")
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scenario_files import CLOCK_FLOWS, write_sumocfg
 
 from citysignal.network import load_network
 from citysignal.network.layout import Layout
@@ -109,3 +110,19 @@ def test_bad_period_is_one_line(tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_plans_for_clock_time_periods_of_a_flow_only_scenario(tmp_path: Path) -> None:
+    cfg = write_sumocfg(tmp_path, CLOCK_FLOWS, "15:00:00", "16:00:00")
+    out = tmp_path / "plans.add.xml"
+    proc = subprocess.run(
+        [sys.executable, "-m", "citysignal", "plan", "export", str(cfg), "--out", str(out),
+         "--period", "15:00-15:30", "--period", "15:30:00-57600"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    root = ET.parse(out).getroot()
+    assert [(w.get("time"), w.get("to")) for w in root.iter("wautSwitch")] == [
+        ("54000", "tod_1500"), ("55800", "tod_1530")
+    ]
+    assert len(root.findall("tlLogic")) == 2 * 4

@@ -1,16 +1,18 @@
-"""Settings validation, token checks, the rate limit and the audit store, without a twin."""
+"""Settings validation, token checks, the rate limits and the audit throttle, without a twin.
+
+(The audit store: test_store.py.)
+"""
 
 from __future__ import annotations
 
-import sqlite3
+import re
 from pathlib import Path
 
 import pytest
 
 from citysignal.errors import UserError
-from citysignal.service.config import DEFAULT_TOKENS, Role, Settings, parse_tokens
-from citysignal.service.security import RateLimiter, TokenRegistry, bearer_token
-from citysignal.service.store import AuditStore, EventIn
+from citysignal.service.config import DEFAULT_TOKENS, Role, Settings, is_loopback, masked_url, parse_tokens
+from citysignal.service.security import AuditThrottle, RateLimits, TokenBucket, TokenRegistry, bearer_token
 
 STRONG = "alice:admin:0123456789abcdef-strong,bob:viewer:fedcba9876543210-strong"
 
@@ -47,10 +49,60 @@ def test_production_refuses_unsafe_tokens(tokens: str | None, fragment: str) -> 
 
 def test_production_accepts_strong_tokens_and_reads_the_other_variables() -> None:
     s = settings(CITYSIGNAL_ENV="production", CITYSIGNAL_TOKENS=STRONG, CITYSIGNAL_READ_OPEN="true",
-                 CITYSIGNAL_OVERRIDE_RATE="3/10", CITYSIGNAL_ORIGIN="https://cc.example.org").validate()  # fmt: skip
+                 CITYSIGNAL_OVERRIDE_RATE="3/10", CITYSIGNAL_CONTROLLER_RATE="2/30",
+                 CITYSIGNAL_REFUSAL_AUDIT_RATE="5/1", CITYSIGNAL_ORIGIN="https://cc.example.org",
+                 ).validate()  # fmt: skip
     assert [(t.name, t.role) for t in s.tokens] == [("alice", Role.admin), ("bob", Role.viewer)]
     assert s.read_open and (s.override_limit, s.override_window_s) == (3, 10.0)
+    assert (s.controller_limit, s.controller_window_s) == (2, 30.0)
+    assert (s.refusal_audit_limit, s.refusal_audit_window_s) == (5, 1.0)
     assert s.allowed_origins() == ["https://cc.example.org"]
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "10.0.0.5", "fe80::1", "citysignal.lan"])
+def test_default_tokens_are_refused_off_loopback(host: str) -> None:
+    assert not is_loopback(host)
+    with pytest.raises(UserError, match=f"refusing to listen on {host} with the default development tokens"):
+        Settings.from_env({}, host=host, db_url="sqlite://").validate()
+    # an explicit default token in development is refused the same way; strong tokens are fine
+    dev_token = {"CITYSIGNAL_TOKENS": "ops:operator:dev-operator-token"}
+    with pytest.raises(UserError, match="default development tokens"):
+        Settings.from_env(dev_token, host=host, db_url="sqlite://").validate()
+    assert Settings.from_env({"CITYSIGNAL_TOKENS": STRONG}, host=host, db_url="sqlite://").validate().host == host
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost", "LOCALHOST"])
+def test_default_tokens_are_fine_on_loopback(host: str) -> None:
+    assert is_loopback(host)
+    assert Settings.from_env({}, host=host, db_url="sqlite://").validate().uses_default_tokens
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [("postgresql+psycopg://ops:s3cret@db.example:5432/audit", "postgresql+psycopg://ops:***@db.example:5432/audit"),
+     ("postgresql://ops:s3cret@db.example:notaport/audit", "postgresql://***@db.example:notaport/audit"),
+     ("postgresql://ops:s3c/ret@db.example/audit", "postgresql://ops:***@db.example/audit"),
+     ("sqlite:///out/audit.db", "sqlite:///out/audit.db")],
+)  # fmt: skip
+def test_database_urls_are_shown_without_their_password(url: str, shown: str) -> None:
+    assert masked_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [("postgresql://ops:s3cret@db.example:notaport/audit", "bad database URL 'postgresql://***@db.example"),
+     ("sqlite://ops:s3cret@/audit.db", "a SQLite URL has no user, password or host"),
+     ("sqlite:////proc/nope/audit.db", "cannot create the folder of the audit database /proc/nope")],
+)  # fmt: skip
+def test_bad_database_urls_are_refused_by_the_settings(url: str, fragment: str) -> None:
+    with pytest.raises(UserError, match=re.escape(fragment)) as info:
+        Settings.from_env({}, db_url=url).validate()
+    assert "s3cret" not in str(info.value) and "\n" not in str(info.value)
+
+
+def test_settings_create_the_folder_of_a_sqlite_database(tmp_path: Path) -> None:
+    Settings.from_env({}, db_url=f"sqlite:///{tmp_path / 'a' / 'b' / 'audit.db'}").validate()
+    assert (tmp_path / "a" / "b").is_dir()
 
 
 @pytest.mark.parametrize(
@@ -61,6 +113,8 @@ def test_production_accepts_strong_tokens_and_reads_the_other_variables() -> Non
         ({"CITYSIGNAL_READ_OPEN": "maybe"}, "CITYSIGNAL_READ_OPEN"),
         ({"CITYSIGNAL_OVERRIDE_RATE": "ten"}, "CITYSIGNAL_OVERRIDE_RATE"),
         ({"CITYSIGNAL_OVERRIDE_RATE": "0/60"}, "N >= 1"),
+        ({"CITYSIGNAL_CONTROLLER_RATE": "5/nan"}, "CITYSIGNAL_CONTROLLER_RATE needs"),
+        ({"CITYSIGNAL_REFUSAL_AUDIT_RATE": "5"}, "CITYSIGNAL_REFUSAL_AUDIT_RATE must be N/SECONDS"),
         ({"CITYSIGNAL_ORIGIN": "cc.example.org"}, "CITYSIGNAL_ORIGIN"),
     ],
 )
@@ -92,53 +146,50 @@ def test_bearer_header_parsing() -> None:
     assert bearer_token(None) is None
 
 
-def test_rate_limiter_is_a_sliding_window_per_key() -> None:
+def test_token_bucket_allows_a_burst_then_a_steady_rate_per_key() -> None:
     now = [0.0]
-    limiter = RateLimiter(2, 10.0, clock=lambda: now[0])
-    assert limiter.hit("a") == 0.0 and limiter.hit("a") == 0.0
-    assert limiter.hit("a") == pytest.approx(10.0)
-    assert limiter.hit("b") == 0.0  # another user is not affected
-    now[0] = 9.0
-    assert limiter.hit("a") == pytest.approx(1.0)
-    now[0] = 10.0
-    assert limiter.hit("a") == 0.0
+    bucket = TokenBucket(2, 10.0, clock=lambda: now[0])  # 2 at once, then one every 5 s
+    assert bucket.take("a") == 0.0 and bucket.take("a") == 0.0
+    assert bucket.take("a") == pytest.approx(5.0)
+    assert bucket.take("b") == 0.0  # another user is not affected
+    now[0] = 4.0
+    assert bucket.take("a") == pytest.approx(1.0)
+    now[0] = 5.0
+    assert bucket.take("a") == 0.0 and bucket.take("a") > 0
+    now[0] = 1000.0  # a long pause refills no more than the burst
+    assert [bucket.take("a") for _ in range(3)][:2] == [0.0, 0.0] and bucket.take("a") > 0
 
 
-def test_store_is_wal_and_a_recorded_event_is_on_disk_when_record_returns(tmp_path: Path) -> None:
-    db = tmp_path / "audit.db"
-    store = AuditStore(f"sqlite:///{db}", "run1")
-    assert store.journal_mode == "wal"
-    ev = store.record(EventIn("otto", "operator", "override", "A0", "applied", {"mode": "hold"}, sim_time=12.0))
-    # read it through a separate plain sqlite3 connection, as a restarted process would
-    rows = sqlite3.connect(db).execute("SELECT id, actor, action, target, result FROM audit_events").fetchall()
-    assert rows == [(ev["id"], "otto", "override", "A0", "applied")]
-    store.close()
+def test_rate_limits_keep_one_bucket_per_class() -> None:
+    now = [0.0]
+    limits = RateLimits(settings(CITYSIGNAL_OVERRIDE_RATE="1/60", CITYSIGNAL_CONTROLLER_RATE="2/60"),
+                        clock=lambda: now[0])  # fmt: skip
+    assert limits.take("override", "otto") == 0.0 and limits.take("override", "otto") > 0
+    assert limits.take("controller", "otto") == 0.0 and limits.take("controller", "otto") == 0.0
+    assert limits.take("controller", "otto") == pytest.approx(30.0)
 
 
-def test_store_history_survives_a_new_run_and_flags_an_unclean_stop(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'audit.db'}"
-    first = AuditStore(url, "run1")
-    first.record(EventIn("system", "system", "service_start", "service", "ok", {}))
-    first.start_writer()
-    first.record_later(EventIn("system", "system", "guard_preempted", "A0", "preempted", {}))
-    first.kpi_later({"at": 1.0, "episode": 0, "sim_time": 10.0, "controller": "fixed", "vehicles": 3.0,
-                     "halting": 1.0, "mean_speed": 5.0, "occupancy": 0.1, "preemptions": 0, "deferred": 0,
-                     "refused": 0, "violations": 0, "overrides": 0, "pace": 1.0})  # fmt: skip
-    first.close()  # no service_stop record: as if killed
-    second = AuditStore(url, "run2")
-    assert second.unclean_previous_run() == "run1"
-    assert [e["action"] for e in second.events()] == ["guard_preempted", "service_start"]
-    assert [k["sim_time"] for k in second.kpis()] == [10.0]
-    assert second.last_event_id == 2
-    second.record(EventIn("system", "system", "service_start", "service", "ok", {}))
-    second.record(EventIn("system", "system", "service_stop", "service", "ok", {}))
-    second.close()
-    assert AuditStore(url, "run3").unclean_previous_run() is None
+def test_audit_throttle_counts_the_rows_it_leaves_out() -> None:
+    now = [0.0]
+    throttle = AuditThrottle(2, 60.0, clock=lambda: now[0])
+    assert [throttle.admit("10.0.0.9") for _ in range(5)] == [0, 0, None, None, None]
+    assert throttle.admit("10.0.0.8") == 0  # per key
+    now[0] = 59.0
+    assert throttle.admit("10.0.0.9") is None
+    now[0] = 60.0
+    assert throttle.admit("10.0.0.9") == 4  # the next row written says how many were left out
+    assert throttle.admit("10.0.0.9") == 0
 
 
-@pytest.mark.parametrize(("url", "fragment"), [("not a url", "bad database URL"),
-                                               ("postgresql+nosuchdriver://u@h/db", "no database driver")])  # fmt: skip
-def test_bad_database_urls_are_user_errors(url: str, fragment: str) -> None:
-    with pytest.raises(UserError, match=fragment):
-        AuditStore(url, "run")
-
+def test_audit_throttle_stays_bounded_under_many_addresses() -> None:
+    now = [0.0]
+    throttle = AuditThrottle(1, 60.0, clock=lambda: now[0])
+    addresses = [f"10.{i // 65536}.{i // 256 % 256}.{i % 256}" for i in range(3 * AuditThrottle.MAX_KEYS)]
+    admitted = [throttle.admit(a) for a in addresses]
+    assert admitted.count(0) == AuditThrottle.MAX_KEYS + 1  # past the cap, new addresses share one key ...
+    assert len(throttle._rows) == AuditThrottle.MAX_KEYS + 1  # ... so memory stays bounded
+    now[0] = 30.0
+    assert throttle.admit("192.168.0.1") is None  # still the shared key: its window has not passed
+    now[0] = 61.0
+    assert throttle.admit("192.168.0.2") == 0  # idle keys are forgotten once their window has passed
+    assert len(throttle._rows) <= 2

@@ -1,9 +1,22 @@
-"""One benchmark episode: a scenario, a controller and a seed, driven through the safety guard."""
+"""One benchmark episode: a scenario, a controller and a seed, driven through the safety guard.
+
+Every episode profiles itself within the same run (perf_counter around each part of each step):
+`control_s` is observe + decide + guard (incl. the signal writes), `sumo_step_s` is libsumo's
+`simulationStep`, and the decision latencies `decide_p50_ms` / `decide_p99_ms` are over decision steps
+only (steps where the controller requested some green; a step where every intersection holds is not a
+decision). Bookkeeping for reports (queues every `RECORD_EVERY_S`) belongs to neither. `peak_rss_mb` is
+the process's peak resident memory from the start of the episode (on Linux the high-water mark is reset
+at the start, so a Ray worker that ran a bigger episode before does not report that one's peak; elsewhere
+it is the process's peak so far). libsumo runs SUMO in this process, so SUMO's memory is included.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import resource
 import tempfile
 import time
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +25,7 @@ import numpy as np
 
 from citysignal.bench.metrics import delay_by_depart, trip_metrics
 from citysignal.control import SafetyGuard, make_controller
-from citysignal.control.guard import DEFAULT_MAX_RED_S, GUARD_FIELDS
+from citysignal.control.guard import DEFAULT_MAX_RED_S, GUARD_FIELDS, HOLD
 from citysignal.network import load_network
 from citysignal.network.layout import Layout
 from citysignal.network.plans import write_actuated
@@ -36,13 +49,29 @@ class EpisodeResult:
     intersection_queue: dict[str, float] = field(default_factory=dict)  # mean over the episode
     snapshot_time: float = 0.0
     snapshot: dict[str, float] = field(default_factory=dict)  # lane -> halting at snapshot_time
-    timings: dict[str, list[float]] = field(default_factory=dict)  # per step, with `timed=True`
+    timings: dict[str, float] = field(default_factory=dict)  # seconds in observe / decide / guard / step
+    controller_stats: dict[str, float] = field(default_factory=dict)  # `Controller.stats()`, also in metrics
 
     def row(self) -> dict[str, object]:
         from citysignal.bench.metrics import METRIC_KEYS
 
         return {"scenario": self.scenario, "controller": self.controller, "seed": self.seed,
-                **{k: self.metrics[k] for k in METRIC_KEYS}}  # fmt: skip
+                **{k: self.metrics[k] for k in METRIC_KEYS}, **self.controller_stats}  # fmt: skip
+
+
+def _reset_peak_rss() -> None:
+    with contextlib.suppress(OSError):  # Linux >= 4.0: "5" resets the high-water mark (VmHWM) to the current size
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, the fallback elsewhere
 
 
 def run_episode(
@@ -53,13 +82,12 @@ def run_episode(
     on_step: Callable[[float], None] | None = None,
     policy: Path | None = None,
     snapshot_at: float | None = None,
-    timed: bool = False,
 ) -> EpisodeResult:
     """Run one episode; `on_step(fraction_done)` is called every recorded interval.
 
     Every `RECORD_EVERY_S` it records the city's queue and each intersection's; at `snapshot_at`
-    (default: mid-window) it keeps every observed lane's queue, for congestion maps. With `timed`,
-    it keeps each step's seconds in observe / decide / guard (incl. writes) / step."""
+    (default: mid-window) it keeps every observed lane's queue, for congestion maps."""
+    _reset_peak_rss()
     controller = make_controller(controller_name, policy)
     network = load_network(scenario.net_file, scenario.additional_files)
     layout = Layout.from_network(network)
@@ -83,7 +111,8 @@ def run_episode(
                 guard.adopt(now, twin.states())
             else:
                 twin.write(guard.start(now, position))
-            clock = {"observe": [], "decide": [], "guard": [], "step": []} if timed else None
+            clock = dict.fromkeys(("observe", "decide", "guard", "step"), 0.0)
+            decide_ms = array("d")  # decision steps only: at most one float per step
             while not twin.done:
                 now = twin.time
                 t0 = time.perf_counter()
@@ -96,6 +125,8 @@ def run_episode(
                     requests = controller.decide(obs)
                     t2 = time.perf_counter()
                     twin.write(guard.apply(now, requests, obs.lane("halting"), obs.lane("passed"), obs.lane("box")))
+                    if (requests != HOLD).any():
+                        decide_ms.append((t2 - t1) * 1e3)
                 t3 = time.perf_counter()
                 if steps % RECORD_EVERY_S == 0:
                     halting = obs.lane("halting")
@@ -109,13 +140,14 @@ def run_episode(
                         on_step((now - scenario.begin) / (scenario.end - scenario.begin))
                 t4 = time.perf_counter()
                 twin.step()
-                if clock is not None:
-                    t5 = time.perf_counter()
-                    for key, dt in (("observe", t1 - t0), ("decide", t2 - t1), ("guard", t3 - t2), ("step", t5 - t4)):
-                        clock[key].append(dt)
+                t5 = time.perf_counter()
+                clock["observe"] += t1 - t0
+                clock["decide"] += t2 - t1
+                clock["guard"] += t3 - t2
+                clock["step"] += t5 - t4
                 teleports += twin.teleports_started()
                 steps += 1
-            result.timings = clock or {}
+            result.timings = clock
         wall = time.perf_counter() - started
         metrics: dict[str, float] = dict(trip_metrics(tripinfo))
         result.delay_t, result.delay = delay_by_depart(tripinfo, scenario.begin, scenario.end)
@@ -128,9 +160,18 @@ def run_episode(
         refused=guard.stats.refused,
         deferred=guard.stats.deferred,
         max_red_preemptions=guard.stats.max_red_preemptions,
+        clearance_extensions=guard.stats.clearance_extensions,
         wall_s=round(wall, 3),
         steps_per_s=round(steps / wall, 1) if wall > 0 else 0.0,
+        control_s=round(clock["observe"] + clock["decide"] + clock["guard"], 4),
+        sumo_step_s=round(clock["step"], 4),
+        decide_p50_ms=round(float(np.percentile(decide_ms, 50)), 4) if decide_ms else 0.0,
+        decide_p99_ms=round(float(np.percentile(decide_ms, 99)), 4) if decide_ms else 0.0,
+        decisions=len(decide_ms),
+        peak_rss_mb=round(_peak_rss_mb(), 1),
     )
+    result.controller_stats = dict(controller.stats())
+    metrics.update(result.controller_stats)
     result.metrics = metrics
     result.violation_log = guard.stats.violation_log
     return result

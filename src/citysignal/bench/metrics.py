@@ -6,6 +6,9 @@ vehicles still driving at the end included (`write-unfinished`) and vehicles nev
 vehicles scheduled after the last insertion are charged too, so gridlock cannot hide.
 `mean_duration` is over vehicles that entered the network (travel time so far for unfinished ones);
 waiting statistics are per-vehicle total waiting time over the same vehicles.
+
+`METRIC_KEYS` also names the run's own profile, measured by the episode in the same run
+(`bench.episode`): control layer and SUMO stepping seconds, decision latency, peak memory.
 """
 
 from __future__ import annotations
@@ -27,6 +30,11 @@ METRIC_KEYS = (
     "safety_violations",
     "wall_s",
     "steps_per_s",
+    "control_s",
+    "sumo_step_s",
+    "decide_p50_ms",
+    "decide_p99_ms",
+    "peak_rss_mb",
 )
 
 

@@ -1,4 +1,8 @@
-"""Benchmark results as tables (Rich, Markdown), JSON lines and PNG plots."""
+"""Benchmark results as tables (Rich, Markdown), JSON lines and PNG plots.
+
+Tables have the `TABLE_COLUMNS`, then one column per counter some controller reports through
+`Controller.stats()` (empty where a controller has no such counter).
+"""
 
 from __future__ import annotations
 
@@ -30,7 +34,12 @@ TABLE_COLUMNS = (
     ("safety_violations", "violations", "{:.0f}"),
     ("wall_s", "wall s", "{:.1f}"),
     ("steps_per_s", "steps/s", "{:.0f}"),
+    ("control_s", "control s", "{:.2f}"),
+    ("sumo_step_s", "SUMO step s", "{:.1f}"),
+    ("decide_p99_ms", "decide p99 ms", "{:.2f}"),
+    ("peak_rss_mb", "peak RSS MB", "{:.0f}"),
 )
+STAT_FORMAT = "{:.3g}"
 
 
 def summarize(results: Sequence[EpisodeResult]) -> list[dict[str, object]]:
@@ -41,33 +50,42 @@ def summarize(results: Sequence[EpisodeResult]) -> list[dict[str, object]]:
     rows = []
     for (scenario, controller), runs in groups.items():
         row: dict[str, object] = {"scenario": scenario, "controller": controller, "seeds": len(runs)}
-        for key, _, _ in TABLE_COLUMNS:
-            row[key] = float(np.mean([r.metrics[key] for r in runs]))
+        for key in [k for k, _, _ in TABLE_COLUMNS] + list(dict.fromkeys(k for r in runs for k in r.controller_stats)):
+            row[key] = float(np.mean([r.metrics[key] for r in runs if key in r.metrics]))
         rows.append(row)
     return rows
 
 
+def _columns(rows: Sequence[dict[str, object]]) -> list[tuple[str, str, str]]:
+    """`TABLE_COLUMNS`, then every other numeric key of the rows (controller counters) by name."""
+    known = {"scenario", "controller", "seeds", *(k for k, _, _ in TABLE_COLUMNS)}
+    extra = dict.fromkeys(k for row in rows for k in row if k not in known)
+    return [*TABLE_COLUMNS, *((k, k, STAT_FORMAT) for k in extra)]
+
+
+def _cells(row: dict[str, object], columns: Sequence[tuple[str, str, str]]) -> list[str]:
+    cells = [str(row["scenario"]), str(row["controller"]), str(row["seeds"])]
+    return cells + [fmt.format(row[key]) if key in row else "" for key, _, fmt in columns]
+
+
 def rich_table(rows: Sequence[dict[str, object]], title: str = "citysignal benchmark") -> Table:
+    columns = _columns(rows)
     table = Table(title=title)
     table.add_column("scenario")
     table.add_column("controller")
     table.add_column("seeds", justify="right")
-    for _, header, _ in TABLE_COLUMNS:
+    for _, header, _ in columns:
         table.add_column(header, justify="right")
     for row in rows:
-        cells = [str(row["scenario"]), str(row["controller"]), str(row["seeds"])]
-        cells += [fmt.format(row[key]) for key, _, fmt in TABLE_COLUMNS]
-        table.add_row(*cells)
+        table.add_row(*_cells(row, columns))
     return table
 
 
 def markdown_table(rows: Sequence[dict[str, object]]) -> str:
-    headers = ["scenario", "controller", "seeds", *(h for _, h, _ in TABLE_COLUMNS)]
+    columns = _columns(rows)
+    headers = ["scenario", "controller", "seeds", *(h for _, h, _ in columns)]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    for row in rows:
-        cells = [str(row["scenario"]), str(row["controller"]), str(row["seeds"])]
-        cells += [fmt.format(row[key]) for key, _, fmt in TABLE_COLUMNS]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(_cells(row, columns)) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 

@@ -35,8 +35,10 @@ Assumes a fixed 1 s control step; durations shorter than a step last one step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from itertools import pairwise
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -326,3 +328,36 @@ class SafetyGuard:
         greens = self.layout.intersections[k].greens
         self.green[k] = greens.index(state) if state in greens else HOLD
         self.since[k] = now
+
+    # snapshot -----------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything the guard knows at a step boundary, as JSON values (infinity included): `restore` on a
+        guard of the same layout continues from exactly here, so a twin restarted from a SUMO state saved at
+        the same step goes on with legal signal sequences (min green, running transitions, max-red clocks)."""
+        return {
+            "green": self.green.tolist(), "target": self.target.tolist(), "since": self.since.tolist(),
+            "step_until": self.step_until.tolist(), "pending": self.pending.tolist(), "shown": list(self.shown),
+            "steps": [[[s, d] for s, d in steps] for steps in self._steps], "red_since": self.red_since.tolist(),
+            "stats": asdict(self.stats), "cleared": self._cleared.tolist(),
+            "last_passed": None if self._last_passed is None else self._last_passed.tolist(),
+        }  # fmt: skip
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Continue from `state()` of a guard of the same layout; ValueError if it does not fit this layout."""
+        inters = self.layout.intersections
+        shown = [str(s) for s in state["shown"]]
+        if len(shown) != len(inters) or any(len(s) != i.n_signals for s, i in zip(shown, inters, strict=True)):
+            raise ValueError("the guard state belongs to another network")
+        self.green = np.array(state["green"], dtype=np.int64)
+        self.target = np.array(state["target"], dtype=np.int64)
+        self.since = np.array(state["since"], dtype=np.float64)
+        self.step_until = np.array(state["step_until"], dtype=np.float64)
+        self.pending = np.array(state["pending"], dtype=np.int64)
+        self._steps = [[(str(s), float(d)) for s, d in steps] for steps in state["steps"]]
+        for k, s in enumerate(shown):
+            self._show(k, s, check=False)
+        self.red_since = np.array(state["red_since"], dtype=np.float64)
+        self.stats = GuardStats(**state["stats"])
+        self._cleared = np.array(state["cleared"], dtype=np.float64)
+        passed = state["last_passed"]
+        self._last_passed = None if passed is None else np.array(passed, dtype=np.float64)

@@ -41,7 +41,7 @@ def write_plans(periods: list[tuple[float, list[Plan]]], path: Path) -> Path:
     if len(periods) > 1:
         first = program_id(periods[0][0])
         body.append(f'    <WAUT id="{WAUT_ID}" refTime="0" startProg="{first}">')
-        body.extend(f'        <wautSwitch time="{start:g}" to="{program_id(start)}"/>' for start, _ in periods)
+        body.extend(f'        <wautSwitch time="{start:.10g}" to="{program_id(start)}"/>' for start, _ in periods)
         body.append("    </WAUT>")
         body.extend(
             f'    <wautJunction wautID="{WAUT_ID}" junctionID={quoteattr(p.intersection.id)}/>' for p in periods[0][1]

@@ -3,9 +3,10 @@
 These are the plans a city deploys when the AI is off (or a controller cabinet loses contact).
 
 Flows come from the scenario's routes, movement by movement (vehicles that pass an intersection in
-the period, counted by departure time: assumes trips cross the city within a period); trips without
-routes are routed with duarouter first. Timing: Webster per intersection on the program's own cycle
-of greens (`control.cycle.webster_cycle`).
+the period, counted by departure time: assumes trips cross the city within a period); `flow` elements
+count with the vehicles they insert in the period (`scenarios.demand`), a route distribution by its
+routes' probabilities; trips and flows without routes are routed with duarouter first. Timing: Webster
+per intersection on the program's own cycle of greens (`control.cycle.webster_cycle`).
 
 Coordination (green waves): with `coordinate`, every intersection of the network runs the same cycle
 (the longest Webster cycle, as a common cycle must serve the most loaded junction), and offsets are
@@ -19,7 +20,6 @@ cycle.
 
 from __future__ import annotations
 
-import gzip
 import subprocess
 import tempfile
 import xml.etree.ElementTree as ET
@@ -37,6 +37,7 @@ from citysignal.errors import UserError
 from citysignal.network.layout import Layout
 from citysignal.network.model import Intersection, Network
 from citysignal.scenarios import Scenario
+from citysignal.scenarios.demand import DEMAND_TAGS, departures, open_xml, route_elements
 from citysignal.sumo_home import binary
 
 
@@ -55,16 +56,18 @@ def routed_files(scenario: Scenario, tmp: Path) -> list[Path]:
     """Route files with explicit routes; trips without routes go through duarouter once."""
     out = []
     for path in scenario.route_files:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as fh:
-            head = fh.read(1 << 20)
+        try:
+            with open_xml(path) as fh:
+                head = fh.read(1 << 20)
+        except (OSError, EOFError) as exc:
+            raise UserError(f"corrupt route file {path}: {exc}") from exc
         if b"<trip" not in head and b" from=" not in head:
             out.append(path)
             continue
         routed = tmp / f"{path.name}.routed.rou.xml"
         cmd = [binary("duarouter"), "-n", str(scenario.net_file), "-r", str(path), "-o", str(routed),
-               "--ignore-errors", "--no-step-log", "--no-warnings", "--begin", f"{scenario.begin:g}",
-               "--end", f"{scenario.end:g}"]  # fmt: skip
+               "--ignore-errors", "--no-step-log", "--no-warnings", "--begin", f"{scenario.begin:.2f}",
+               "--end", f"{scenario.end:.2f}"]  # fmt: skip
         if scenario.additional_files:
             cmd += ["-a", ",".join(str(a) for a in scenario.additional_files if "vtype" in a.name.lower())]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -81,35 +84,44 @@ def movement_flows(scenario: Scenario, layout: Layout, begin: float, end: float)
     for m in range(len(layout.mov_int)):
         index[(edge_of[layout.lanes[layout.mov_in[m]]], edge_of[layout.lanes[layout.mov_out[m]]])].append(m)
     counts = np.zeros(len(layout.mov_int))
-    named: dict[str, list[str]] = {}
+    named: dict[str, list[tuple[list[str], float]]] = {}  # route or route distribution id -> (edges, weight)
     with tempfile.TemporaryDirectory(prefix="citysignal-plan-") as tmp:
         for path in routed_files(scenario, Path(tmp)):
-            opener = gzip.open if path.suffix == ".gz" else open
-            with opener(path, "rb") as fh:
-                for _, elem in ET.iterparse(fh):
-                    if elem.tag == "route" and elem.get("id"):
-                        named[elem.attrib["id"]] = elem.get("edges", "").split()
-                    if elem.tag not in ("vehicle", "trip"):
-                        continue
-                    try:
-                        depart = float(elem.get("depart", "nan"))
-                    except ValueError:
-                        depart = float("nan")
-                    if not begin <= depart < end:
-                        elem.clear()
-                        continue
-                    route = elem.find("route")
-                    if route is None:
-                        route = elem.find("routeDistribution/route")
-                    if route is not None:
-                        edges = route.get("edges", "").split()
-                    else:
-                        edges = named.get(elem.get("route", ""), [])
+            for elem in route_elements(path):
+                if elem.tag in ("route", "routeDistribution") and elem.get("id"):
+                    named[elem.attrib["id"]] = _routes(elem, named)
+                if elem.tag not in DEMAND_TAGS or elem.tag.startswith("person"):
+                    continue
+                dep = departures(elem, str(path), scenario.end)
+                vehicles = 0.0 if dep is None else dep.between(begin, end)
+                if vehicles <= 0:
+                    continue
+                inline = elem.find("route")
+                if inline is None:
+                    inline = elem.find("routeDistribution")
+                routes = _routes(inline, named) if inline is not None else named.get(elem.get("route", ""), [])
+                for edges, weight in routes:
                     for pair in pairwise(edges):
                         for m in index.get(pair, ()):
-                            counts[m] += 1.0 / len(index[pair])
-                    elem.clear()
+                            counts[m] += vehicles * weight / len(index[pair])
     return counts / (end - begin)
+
+
+def _routes(elem: ET.Element, named: dict[str, list[tuple[list[str], float]]]) -> list[tuple[list[str], float]]:
+    """A route as [(edges, 1.0)], a route distribution as its routes weighted by their probabilities."""
+    if elem.tag == "route":
+        ref = elem.get("refId")
+        return named.get(ref, []) if ref else [(elem.get("edges", "").split(), 1.0)]
+    parts = []
+    for route in elem.findall("route"):
+        try:
+            probability = float(route.get("probability", "1"))
+        except ValueError:
+            bad = route.get("probability")
+            raise UserError(f"bad probability '{bad}' in route distribution '{elem.get('id')}'") from None
+        parts += [(edges, probability * w) for edges, w in _routes(route, named)]
+    total = sum(w for _, w in parts)
+    return [(edges, w / total) for edges, w in parts] if total > 0 else []
 
 
 def webster_plans(

@@ -5,8 +5,9 @@ the scenario's *trips* (origins, destinations, routes, vehicle types: the real d
 and redraws *when* they leave: the target rate is `peak_factor` x the scenario's average base rate
 x the profile's relative rate, departures are drawn from that rate (inverse CDF on a 1 s grid), and
 each departure copies a base vehicle drawn uniformly. Assumes the base demand's spatial pattern holds
-all day (no separate AM/PM origin-destination matrices) and that vehicles, trips and persons are
-given individually; `flow` elements have no single trip to copy and are rejected.
+all day (no separate AM/PM origin-destination matrices). A flow (or personFlow) stands for the
+vehicles it inserts in the scenario's window (`demand.departures`, expected ones rounded for random
+flows): each is one base vehicle (a trip where the flow gives only origin and destination).
 
 evening-peak: 0.35 until 16:00, ramping to 1.0 at 17:00, flat to 18:30, back to 0.35 at 19:30 —
 the shape of an urban PM peak, labelled as synthetic wherever it is used.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import gzip
+import math
 import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
@@ -24,10 +26,11 @@ from pathlib import Path
 import numpy as np
 
 from citysignal.errors import UserError
+from citysignal.scenarios.demand import FLOW_TAGS, VEHICLE_TAGS, departures, open_xml
 from citysignal.scenarios.registry import Scenario, load_sumocfg
 
 HOUR = 3600.0
-INDIVIDUAL_TAGS = ("vehicle", "trip", "person")
+FLOW_ONLY = ("begin", "end", "number", "period", "vehsPerHour", "perHour", "probability")
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,24 @@ def get_profile(name: str) -> DemandProfile:
 
 
 def _read_routes(path: Path) -> ET.Element:
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rb") as fh:
+        with open_xml(path) as fh:
             return ET.parse(fh).getroot()
     except (ET.ParseError, OSError, EOFError) as exc:
         raise UserError(f"corrupt route file {path}: {exc}") from exc
+
+
+def _one_of(flow: ET.Element) -> ET.Element:
+    """One vehicle (trip, person) of a flow: its attributes and children without the flow's timing."""
+    if flow.tag == "personFlow":
+        tag = "person"
+    elif flow.get("route") is None and flow.find("route") is None and flow.find("routeDistribution") is None:
+        tag = "trip"
+    else:
+        tag = "vehicle"
+    one = ET.Element(tag, {k: v for k, v in flow.attrib.items() if k not in FLOW_ONLY})
+    one.extend(copy.deepcopy(list(flow)))
+    return one
 
 
 def reshape(
@@ -78,8 +93,10 @@ def reshape(
     name: str | None = None,
 ) -> Scenario:
     """Write `out_dir/<name>.rou.xml.gz` and `<name>.sumocfg` with the demand reshaped to `profile`."""
-    if peak_factor <= 0:
-        raise UserError(f"peak factor must be > 0, got {peak_factor:g}")
+    if not 0 < peak_factor < math.inf:
+        raise UserError(f"peak factor must be a finite number > 0, got {peak_factor:g}")
+    if not (0 <= begin < math.inf and 0 <= end < math.inf):
+        raise UserError(f"profile window [{begin:g}, {end:g}) must be finite times >= 0")
     if end <= begin:
         raise UserError(f"profile window [{begin:g}, {end:g}) is empty")
     keep: list[ET.Element] = []  # vTypes, named routes and the like, copied as they are
@@ -87,18 +104,12 @@ def reshape(
     for path in scenario.route_files:
         root = _read_routes(path)
         for elem in root:
-            if elem.tag in ("flow", "personFlow"):
-                hint = "expand them first, e.g. with duarouter"
-                raise UserError(f"{path}: flows cannot be reshaped trip by trip; {hint}")
-            if elem.tag in INDIVIDUAL_TAGS:
-                try:
-                    depart = float(elem.get("depart", "nan"))
-                except ValueError:
-                    continue
-                if scenario.begin <= depart < scenario.end:
-                    base.append(elem)
-            else:
+            if elem.tag not in (*VEHICLE_TAGS, *FLOW_TAGS):
                 keep.append(elem)
+                continue
+            dep = departures(elem, str(path), scenario.end)
+            inside = 0 if dep is None else round(dep.between(scenario.begin, scenario.end))
+            base += [elem if elem.tag in VEHICLE_TAGS else _one_of(elem)] * inside
     if not base:
         raise UserError(f"no vehicles in the window [{scenario.begin:g}, {scenario.end:g}) of {scenario.sumocfg}")
     base_rate = len(base) / (scenario.end - scenario.begin)

@@ -3,11 +3,16 @@
 Start-up does everything that can fail on user input first (settings, scenario, net, database,
 controller, listening socket, SUMO start) and reports it as one line with exit code 2. `--port 0`
 asks the OS for a free port; the line `citysignal: serving ... at http://HOST:PORT/` on stderr gives it.
+
+Nothing secret is printed: no token (not even the default development ones), and the database URL
+with its password masked. There is no access log (it would carry every client's requests), and a
+WebSocket message is capped at the HTTP body limit.
 """
 
 from __future__ import annotations
 
 import gc
+import signal
 import socket
 import sys
 from typing import Annotated
@@ -16,6 +21,8 @@ import typer
 
 from citysignal.control.guard import DEFAULT_MAX_RED_S
 from citysignal.errors import UserError
+from citysignal.scenarios.demand import time_option
+from citysignal.scenarios.registry import END_HELP
 from citysignal.twin.session import DEFAULT_SEED
 
 DB_HELP = "Audit store SQLAlchemy URL; default $CITYSIGNAL_DB or sqlite:///out/service/audit.db."
@@ -41,25 +48,29 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")] = 8000,
     db: Annotated[str | None, typer.Option(help=DB_HELP)] = None,
     seed: Annotated[int, typer.Option(help="SUMO seed of the first episode (next ones: +1 each).")] = DEFAULT_SEED,
-    begin: Annotated[float | None, typer.Option(help="Episode start (s); default: the scenario's.")] = None,
-    end: Annotated[float | None, typer.Option(help="Episode end (s); default: the scenario's.")] = None,
+    begin: Annotated[str | None, typer.Option(help="Episode start (s or clock time); default: the scenario's.")] = None,
+    end: Annotated[str | None, typer.Option(help=END_HELP)] = None,
     max_red: Annotated[float, typer.Option(min=1.0, help="Safety guard's max-red bound (s).")] = DEFAULT_MAX_RED_S,
 ) -> None:
     """Run the command center: the twin in real time (x SPEED), API, live dashboard, audit log."""
     import uvicorn
 
-    from citysignal.service.app import create_app
-    from citysignal.service.config import Settings
+    from citysignal.service.app import MAX_BODY_BYTES, create_app
+    from citysignal.service.config import Settings, masked_url
     from citysignal.service.context import build_service
 
     settings = Settings.from_env(host=host, port=port, db_url=db).validate()
     sock = _listen(host, port)
     settings = settings.with_port(int(sock.getsockname()[1]))
     try:
-        service = build_service(settings, scenario, controller, speed=speed, seed=seed, begin=begin, end=end,
+        service = build_service(settings, scenario, controller, speed=speed, seed=seed,
+                                begin=time_option(begin, "--begin"), end=time_option(end, "--end"),
                                 max_red=max_red)  # fmt: skip
         app = create_app(service)
         service.start()
+    except UserError as exc:  # some carry a driver's multi-line message: the CLI prints one line
+        sock.close()
+        raise UserError(" ".join(str(exc).split())) from None
     except BaseException:
         sock.close()
         raise
@@ -68,14 +79,20 @@ def serve(
     gc.collect()
     gc.freeze()
     if settings.uses_default_tokens:
-        names = ", ".join(f"{t.role.name}={t.token}" for t in settings.tokens)
-        print(f"citysignal: development mode, default tokens: {names}", file=sys.stderr)
+        print("citysignal: development mode: the default tokens (see README) are accepted, on loopback only",
+              file=sys.stderr)  # fmt: skip
+    if service.scenario.note:
+        print(f"citysignal: note: {service.scenario.note}", file=sys.stderr)
     url = settings.allowed_origins()[0] if settings.origin else f"http://{host}:{settings.port}"
     print(f"citysignal: serving {service.scenario.name} with {controller} at x{speed:g} at {url}/ "
-          f"(audit store: {settings.db_url})", file=sys.stderr, flush=True)  # fmt: skip
+          f"(audit store: {masked_url(settings.db_url)})", file=sys.stderr, flush=True)  # fmt: skip
     # No per-message deflate: it would compress the same frame once per client every second.
-    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", ws_per_message_deflate=False)
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", ws_per_message_deflate=False,
+                            ws_max_size=MAX_BODY_BYTES)  # fmt: skip
     server = uvicorn.Server(config)
+    # uvicorn shuts down on SIGTERM, then raises it again under the handler found at start: with this one,
+    # a SIGTERM ends the service cleanly with exit code 0 (what service managers expect of a stop).
+    signal.signal(signal.SIGTERM, lambda *_: None)
     try:
         server.run(sockets=[sock])
     finally:

@@ -14,7 +14,17 @@ Environment variables (all optional in development):
   `out/service/audit.db` under the working directory.
 - `CITYSIGNAL_ORIGIN`: the origin browsers load the dashboard from, when it differs from the address
   the service listens on (behind a reverse proxy); CORS and the WebSocket origin check allow only it.
-- `CITYSIGNAL_OVERRIDE_RATE`: `N/S`, at most N override requests per user in any S seconds (default 10/60).
+- `CITYSIGNAL_OVERRIDE_RATE`: `N/S`, a token bucket per user for hold/force overrides: a burst of N, then
+  N per S seconds (default 10/60). Handing an intersection back (`mode: auto`) is never limited.
+- `CITYSIGNAL_CONTROLLER_RATE`: `N/S`, the same for controller switches (default 10/60).
+- `CITYSIGNAL_REFUSAL_AUDIT_RATE`: `N/S`, at most N audit rows per S seconds for the failed logins of one
+  client address, and for the rate-limited requests of one user (default 10/60); the next row written
+  carries the number left out (`suppressed`).
+
+Bound to anything but a loopback address (0.0.0.0, ::, a LAN address or a host name), the service refuses
+the default development tokens, whatever `CITYSIGNAL_ENV` says. A database URL is shown with its password
+masked (`masked_url`); a SQLite file's folder is created by `validate`, so one that cannot be is a
+one-line error.
 
 Limits: settings are read once; changing them needs a restart. Tokens are static secrets compared in
 constant time; there is no token expiry or rotation without a restart.
@@ -22,17 +32,24 @@ constant time; there is no token expiry or rotation without a restart.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
+from pathlib import Path
+
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from citysignal.errors import UserError
 
 DEVELOPMENT = "development"
 DEFAULT_DB_URL = "sqlite:///out/service/audit.db"
 MIN_TOKEN_LENGTH = 16
-DEFAULT_OVERRIDE_RATE = (10, 60.0)
+DEFAULT_RATE = (10, 60.0)
+LOOPBACK_NAMES = ("localhost",)
 
 
 class Role(IntEnum):
@@ -70,9 +87,13 @@ class Settings:
     host: str
     port: int
     origin: str | None = None  # explicit public origin; None: derived from host and port
-    override_limit: int = DEFAULT_OVERRIDE_RATE[0]
-    override_window_s: float = DEFAULT_OVERRIDE_RATE[1]
+    override_limit: int = DEFAULT_RATE[0]
+    override_window_s: float = DEFAULT_RATE[1]
     uses_default_tokens: bool = False
+    controller_limit: int = DEFAULT_RATE[0]
+    controller_window_s: float = DEFAULT_RATE[1]
+    refusal_audit_limit: int = DEFAULT_RATE[0]
+    refusal_audit_window_s: float = DEFAULT_RATE[1]
 
     @property
     def development(self) -> bool:
@@ -107,7 +128,9 @@ class Settings:
         else:
             tokens, defaults = parse_tokens(raw_tokens or ""), False
         read_open = _flag(env_vars.get("CITYSIGNAL_READ_OPEN", "0"), "CITYSIGNAL_READ_OPEN")
-        limit, window = _rate(env_vars.get("CITYSIGNAL_OVERRIDE_RATE"))
+        override = _rate(env_vars, "CITYSIGNAL_OVERRIDE_RATE")
+        controller = _rate(env_vars, "CITYSIGNAL_CONTROLLER_RATE")
+        refusal_audit = _rate(env_vars, "CITYSIGNAL_REFUSAL_AUDIT_RATE")
         return cls(
             env=env,
             tokens=tokens,
@@ -116,9 +139,13 @@ class Settings:
             host=host,
             port=port,
             origin=env_vars.get("CITYSIGNAL_ORIGIN") or None,
-            override_limit=limit,
-            override_window_s=window,
+            override_limit=override[0],
+            override_window_s=override[1],
             uses_default_tokens=defaults,
+            controller_limit=controller[0],
+            controller_window_s=controller[1],
+            refusal_audit_limit=refusal_audit[0],
+            refusal_audit_window_s=refusal_audit[1],
         )
 
     def validate(self) -> Settings:
@@ -147,11 +174,60 @@ class Settings:
                     )
         if not self.development and not self.tokens:
             raise UserError(f"CITYSIGNAL_TOKENS is empty: set name:role:token entries to run in env '{self.env}'")
+        if not is_loopback(self.host) and any(t.token in defaults for t in self.tokens):
+            raise UserError(
+                f"refusing to listen on {self.host} with the default development tokens: set CITYSIGNAL_TOKENS, "
+                "or listen on 127.0.0.1"
+            )
         if self.origin and not self.origin.startswith(("http://", "https://")):
             raise UserError(f"CITYSIGNAL_ORIGIN must start with http:// or https://, got '{self.origin}'")
         if not 0 <= self.port <= 65535:
             raise UserError(f"port {self.port} is outside 0..65535")
+        _prepare_sqlite_folder(parse_db_url(self.db_url))
         return self
+
+
+def is_loopback(host: str) -> bool:
+    """True for a loopback address or `localhost`; a wildcard, LAN address or other host name is not."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def masked_url(url: str) -> str:
+    """A database URL fit for logs and messages: the password (or, if it does not parse, all before '@') masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return re.sub(r"://.*@", "://***@", url)
+
+
+def parse_db_url(url: str) -> URL:
+    """The audit store's URL, parsed; a malformed one is a UserError that never shows the password."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise UserError(
+            f"bad database URL '{masked_url(url)}': use e.g. sqlite:///out/service/audit.db or "
+            "postgresql+psycopg://user:password@host/db"
+        ) from None
+    if parsed.get_backend_name() == "sqlite" and (parsed.username or parsed.password or parsed.host or parsed.port):
+        raise UserError(f"bad database URL '{masked_url(url)}': a SQLite URL has no user, password or host "
+                        "(sqlite:///relative/path.db or sqlite:////absolute/path.db)")  # fmt: skip
+    return parsed
+
+
+def _prepare_sqlite_folder(url: URL) -> None:
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return
+    folder = Path(url.database).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the folder of the audit database {folder}: {exc.strerror or exc}") from None
 
 
 def parse_tokens(text: str) -> tuple[TokenEntry, ...]:
@@ -183,14 +259,15 @@ def _flag(value: str, name: str) -> bool:
     raise UserError(f"{name} must be 1/0 or true/false, got '{value}'")
 
 
-def _rate(value: str | None) -> tuple[int, float]:
+def _rate(env_vars: Mapping[str, str], name: str) -> tuple[int, float]:
+    value = env_vars.get(name)
     if value is None or not value.strip():
-        return DEFAULT_OVERRIDE_RATE
+        return DEFAULT_RATE
     try:
         n, _, s = value.partition("/")
         limit, window = int(n), float(s)
     except ValueError:
-        raise UserError(f"CITYSIGNAL_OVERRIDE_RATE must be N/SECONDS (e.g. 10/60), got '{value}'") from None
-    if limit < 1 or window <= 0:
-        raise UserError(f"CITYSIGNAL_OVERRIDE_RATE needs N >= 1 and SECONDS > 0, got '{value}'")
+        raise UserError(f"{name} must be N/SECONDS (e.g. 10/60), got '{value}'") from None
+    if limit < 1 or not 0 < window < float("inf"):
+        raise UserError(f"{name} needs N >= 1 and SECONDS > 0, got '{value}'")
     return limit, window

@@ -4,13 +4,22 @@
 controller name) before anything runs, so `citysignal serve` reports it in one line with exit code 2.
 `Service.start` writes the start record (and notes a previous run that ended without a stop record,
 i.e. was killed or crashed) and starts the twin in its worker process; `stop` is idempotent.
+
+Restart: a run that was killed or crashed leaves its restart state (`store.RestartStore`) for the same
+scenario, window and seed: the next start re-applies the controller assignments (audited as one
+`controller_switch` "restored") and each active override ("restored", or "dropped" with the reason: it
+expired, the service having been down more than `OVERRIDE_RESTORE_S`, or it does not fit the scenario),
+and the twin resumes from the latest snapshot instead of the scenario's begin. A clean stop deletes that
+state: the next run starts as its command line says.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,14 +29,15 @@ from citysignal.network import load_network
 from citysignal.network.layout import Layout
 from citysignal.scenarios import Scenario, resolve
 from citysignal.service.config import Settings
-from citysignal.service.engine import KPI_EVERY_S, EngineConfig
+from citysignal.service.engine import KPI_EVERY_S, ControlState, EngineConfig, Snapshot
 from citysignal.service.geometry import geometry
-from citysignal.service.security import RateLimiter, TokenRegistry
-from citysignal.service.store import AuditStore, EventIn
+from citysignal.service.security import RateLimits, TokenRegistry
+from citysignal.service.store import AuditStore, EventIn, RestartStore
 from citysignal.service.worker import EngineProcess
 from citysignal.twin import DEFAULT_SEED
 
 MAX_SPEED = 1000.0
+OVERRIDE_RESTORE_S = 900.0  # an override outlives an outage this long at most: its operator may have gone
 
 
 @dataclass
@@ -36,8 +46,9 @@ class Service:
     scenario: Scenario
     engine: EngineProcess
     store: AuditStore
+    restart: RestartStore
     tokens: TokenRegistry
-    limiter: RateLimiter
+    limits: RateLimits
     geometry_json: bytes
     run_id: str
     _started: bool = False
@@ -60,7 +71,37 @@ class Service:
                 "controller": cfg.controller, "speed": cfg.speed, "seed": cfg.seed, "max_red": cfg.max_red,
                 "env": self.settings.env, "read_open": self.settings.read_open,
             })  # fmt: skip
-            self.engine.start()
+            control, resume = self._restored()
+            self.engine.start(control=control, resume=resume)
+
+    def _restored(self) -> tuple[ControlState | None, Snapshot | None]:
+        """What the previous run of this scenario left, checked and audited (see the module doc)."""
+        key = self.engine.config.key
+        saved = self.restart.load_control(key)
+        row = self.restart.load_snapshot(key)
+        resume = None if row is None else Snapshot(key, guard=row[1], sumo_state=row[2], **row[0])
+        if saved is None:
+            return None, resume
+        down = time.time() - max(saved[0], resume.taken_at if resume else 0.0)
+        assignment: dict[str, str] = saved[1]["assignment"]
+        overrides: dict[str, dict[str, Any]] = saved[1]["overrides"]
+        local = self.engine.local
+        skipped = local.apply_control(ControlState(assignment, {}))
+        counts = Counter(name for inter_id, name in assignment.items() if inter_id not in skipped)
+        self.system_event("controller_switch", "city", "restored",
+                          {"controllers": dict(counts), "left_out": skipped})  # fmt: skip
+        if down > OVERRIDE_RESTORE_S:
+            dropped = {i: f"expired: the service was down {down:.0f} s, more than {OVERRIDE_RESTORE_S:g} s"
+                       for i in overrides}  # fmt: skip
+        else:
+            dropped = local.apply_control(ControlState({}, overrides))
+        for inter_id, ov in overrides.items():
+            detail = {"mode": ov["mode"], "green": ov["green"], "by": ov["actor"], "reason": ov["reason"]}
+            if inter_id in dropped:
+                self.system_event("override", inter_id, "dropped", {**detail, "why": dropped[inter_id]})
+            else:
+                self.system_event("override", inter_id, "restored", detail)
+        return local.control_state(), resume
 
     def stop(self) -> None:
         with self._lock:
@@ -68,6 +109,7 @@ class Service:
                 return
             self._stopped = True
             self.engine.stop()
+            self.restart.clear(self.engine.config.key)
             live = self.engine.live()
             self.system_event("service_stop", "service", "ok", {}, live.time if live else None)
             self.store.close()
@@ -118,7 +160,8 @@ def build_service(
     run_id = uuid.uuid4().hex
     store = AuditStore(settings.db_url, run_id)
     try:
-        engine = EngineProcess(EngineConfig(sc, controller, speed, seed, max_red), network, layout, store)
+        restart = RestartStore(store.engine, run_id)
+        engine = EngineProcess(EngineConfig(sc, controller, speed, seed, max_red), network, layout, store, restart)
     except UserError:
         store.close()
         raise
@@ -127,8 +170,9 @@ def build_service(
         scenario=sc,
         engine=engine,
         store=store,
+        restart=restart,
         tokens=TokenRegistry(settings.tokens),
-        limiter=RateLimiter(settings.override_limit, settings.override_window_s),
+        limits=RateLimits(settings),
         geometry_json=json.dumps(geometry(network, layout), separators=(",", ":")).encode(),
         run_id=run_id,
     )

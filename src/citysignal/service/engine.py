@@ -21,6 +21,16 @@ whole simulation step, which would stall the API if both shared a process. When 
 scenario's window ends, the next episode starts at once (seed + episode number), keeping the
 controller assignment and the overrides.
 
+Snapshots: every `SNAPSHOT_EVERY_S` of wall time (and after the first step) the loop hands `on_snapshot` a
+`Snapshot`: SUMO's saved state and the guard's, taken together at one step boundary. An engine built with
+`resume=` starts from one instead of the scenario's begin: SUMO loads the state, the guard continues its
+sequences (min green, running transitions, max-red clocks) and writes the states it was showing again
+(SUMO does not keep states set from outside), and the controllers start fresh from the greens shown, as
+after a controller switch. A snapshot that does not load is audited (`snapshot_unusable`) and the
+episode starts from its begin. `ControlState` (assignments and overrides by intersection id) is what a
+restart must carry over besides the snapshot; `apply_control` takes it back, leaving out what does not
+fit this scenario.
+
 Limits: pace is best effort; when a step takes longer than 1/speed s the loop runs as fast as it can
 and reports the achieved pace (`pace`) and what it could do (`capacity`, sim s per wall s) instead
 of bursting to catch up. Queue fractions assume 7.5 m per halting vehicle.
@@ -28,6 +38,7 @@ of bursting to catch up. Queue fractions assume 7.5 m per halting vehicle.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections import deque
@@ -40,7 +51,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from citysignal.control import HOLD, Controller, SafetyGuard, controller_names, make_controller
-from citysignal.control.guard import DEFAULT_MAX_RED_S
+from citysignal.control.guard import DEFAULT_MAX_RED_S, GUARD_FIELDS
 from citysignal.errors import UserError
 from citysignal.network import Network
 from citysignal.network.layout import Layout
@@ -48,10 +59,11 @@ from citysignal.scenarios import Scenario
 from citysignal.service.store import EventIn
 from citysignal.twin import DEFAULT_SEED, Observation, ProgramPosition, Twin
 
-SERVICE_FIELDS = frozenset({"halting", "vehicles", "occupancy", "speed"})
+SERVICE_FIELDS = frozenset({"vehicles", "occupancy", "speed"}) | GUARD_FIELDS
 KPI_EVERY_S = 10
 JAM_SPACING_M = 7.5
 PACE_WINDOW_STEPS = 50
+SNAPSHOT_EVERY_S = 5.0
 OverrideMode = Literal["hold", "force", "auto"]
 
 
@@ -85,6 +97,40 @@ class EngineConfig:
     seed: int = DEFAULT_SEED
     max_red: float = DEFAULT_MAX_RED_S
 
+    @property
+    def key(self) -> str:
+        """Which runs can share state: the same scenario files, window and seed (a snapshot of one run
+        does not fit another)."""
+        sc = self.scenario
+        ident = f"{sc.name}|{sc.sumocfg.resolve()}|{sc.begin!r}|{sc.end!r}|{self.seed}"
+        return hashlib.sha256(ident.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A step boundary the twin can continue from: SUMO's saved state and the guard's, taken together."""
+
+    key: str
+    episode: int
+    episode_steps: int
+    sim_time: float
+    taken_at: float  # wall clock, UTC seconds
+    guard: dict[str, Any]
+    sumo_state: bytes  # gzip-compressed SUMO state XML
+
+
+@dataclass(frozen=True)
+class ControlState:
+    """What operators set that outlives a restart: every intersection's controller, the active overrides
+    (`Override.public()` by intersection id)."""
+
+    assignment: dict[str, str]
+    overrides: dict[str, dict[str, Any]]
+
+
+class _ResumeFailed(Exception):
+    pass
+
 
 @dataclass
 class Override:
@@ -99,6 +145,12 @@ class Override:
     def public(self) -> dict[str, Any]:
         return {"mode": self.mode, "green": self.green, "actor": self.actor, "reason": self.reason,
                 "since_sim": self.since_sim, "since_wall": self.since_wall, "preempted": self.preempted}  # fmt: skip
+
+    @classmethod
+    def from_public(cls, d: dict[str, Any]) -> Override:
+        mode: Literal["hold", "force"] = "force" if d["mode"] == "force" else "hold"
+        return cls(mode, int(d["green"]), str(d["actor"]), str(d["reason"]), float(d["since_sim"]),
+                   float(d["since_wall"]))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -126,7 +178,8 @@ class Live:
 class ControlEngine:
     def __init__(
         self, config: EngineConfig, network: Network, layout: Layout, recorder: Recorder,
-        on_publish: Callable[[Live], None] | None = None,
+        on_publish: Callable[[Live], None] | None = None, on_snapshot: Callable[[Snapshot], None] | None = None,
+        resume: Snapshot | None = None,
     ) -> None:  # fmt: skip
         self.offered = offered_controllers()
         if config.controller not in self.offered:
@@ -141,6 +194,8 @@ class ControlEngine:
         self.layout = layout
         self.recorder = recorder
         self.on_publish = on_publish
+        self.on_snapshot = on_snapshot
+        self._resume = resume if resume is not None and resume.key == config.key else None
         make_controller(config.controller)  # an unknown name fails here, before the thread starts
         self.fields = SERVICE_FIELDS.union(*(make_controller(n).requires for n in self.offered))
         self.index = {inter.id: k for k, inter in enumerate(layout.intersections)}
@@ -156,7 +211,7 @@ class ControlEngine:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._live: Live | None = None
-        self._episode = 0
+        self._episode = self._resume.episode if self._resume is not None else 0
         self._episode_steps = 0
         self._steps = 0
         self._seen_refused = 0
@@ -164,6 +219,8 @@ class ControlEngine:
         self._pace: deque[tuple[float, float]] = deque(maxlen=PACE_WINDOW_STEPS)
         self._busy: deque[float] = deque(maxlen=PACE_WINDOW_STEPS)
         self.error: str | None = None
+        self.loading = True  # opening a twin (start, next episode): no step is due
+        self.stepped_at = time.monotonic()
         self._lane_length = np.maximum(layout.lane_length, 1.0)
         self.approaches = [self._approaches(k) for k in range(layout.n_intersections)]
 
@@ -203,7 +260,11 @@ class ControlEngine:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                self._run_episode()
+                try:
+                    self._run_episode()
+                except _ResumeFailed as exc:
+                    self._system("snapshot_unusable", "city", "error", {"error": str(exc), "episode": self._episode})
+                    continue
                 if self._stop.is_set():
                     break
                 self._episode += 1
@@ -221,35 +282,93 @@ class ControlEngine:
 
     def _run_episode(self) -> None:
         cfg = self.config
-        with Twin(cfg.scenario, self.layout, seed=cfg.seed + self._episode, fields=self.fields) as twin:
-            with self._lock:
-                now = twin.time
-                position = twin.program_position()
-                self._guard = SafetyGuard(self.layout, cfg.max_red)
-                self._controllers = {}
-                for name in self._active_names():
-                    self._controllers[name] = self._fresh(name, position)
-                twin.write(self._guard.start(now, position))
-                self._episode_steps = 0
-                self._seen_refused = self._seen_violations = 0
-                for ov in self._overrides.values():
-                    ov.preempted = False
-            deadline = time.perf_counter()
-            while not twin.done and not self._stop.is_set():
-                if self._waiting:  # let a waiting API command in before taking the lock again
-                    time.sleep(0.0005)
-                started = time.perf_counter()
+        resume, self._resume = self._resume, None
+        self.loading = True
+        try:
+            with Twin(cfg.scenario, self.layout, seed=cfg.seed + self._episode, fields=self.fields) as twin:
                 with self._lock:
-                    self._step(twin)
-                finished = time.perf_counter()
-                self._busy.append(finished - started)
-                deadline += 1.0 / cfg.speed
-                delay = deadline - finished
-                if delay > 0:
-                    self._stop.wait(delay)
-                elif delay < -1.0:  # behind by more than a second: run on, don't burst to catch up
-                    deadline = finished
+                    guard = self._guard = SafetyGuard(self.layout, cfg.max_red)
+                    if resume is None:
+                        position = twin.program_position()
+                        twin.write(guard.start(twin.time, position))
+                        self._episode_steps = 0
+                    else:
+                        position = self._resume_from(twin, guard, resume)
+                    self._controllers = {name: self._fresh(name, position) for name in self._active_names()}
+                    self._seen_refused, self._seen_violations = guard.stats.refused, guard.stats.violations
+                    for ov in self._overrides.values():
+                        ov.preempted = False
+                self._loop(twin)
+        finally:
             self._guard = None
+
+    def _resume_from(self, twin: Twin, guard: SafetyGuard, snap: Snapshot) -> ProgramPosition:
+        try:
+            twin.load_state(snap.sumo_state)
+            guard.restore(snap.guard)
+        except Exception as exc:  # SUMO's own error type, or a guard state of another network
+            raise _ResumeFailed(f"snapshot at t={snap.sim_time:g} s did not load: {exc}") from exc
+        twin.write(dict(enumerate(guard.shown)))
+        self._episode_steps = snap.episode_steps
+        self._system("twin_resumed", "city", "ok", {"sim_time": twin.time, "episode": snap.episode,
+                                                     "snapshot_taken_at": snap.taken_at}, twin.time)  # fmt: skip
+        return self._guard_position(guard, twin.time)
+
+    def _loop(self, twin: Twin) -> None:
+        deadline = time.perf_counter()
+        snapshot_at = -np.inf
+        self.loading = False
+        while not twin.done and not self._stop.is_set():
+            if self._waiting:  # let a waiting API command in before taking the lock again
+                time.sleep(0.0005)
+            started = time.perf_counter()
+            with self._lock:
+                self._step(twin)
+            finished = time.perf_counter()
+            self.stepped_at = time.monotonic()
+            self._busy.append(finished - started)
+            if self.on_snapshot is not None and finished - snapshot_at >= SNAPSHOT_EVERY_S:
+                snapshot_at = finished
+                self.on_snapshot(self._snapshot(twin))
+            deadline += 1.0 / self.config.speed
+            delay = deadline - finished
+            if delay > 0:
+                self._stop.wait(delay)
+            elif delay < -1.0:  # behind by more than a second: run on, don't burst to catch up
+                deadline = finished
+
+    def _snapshot(self, twin: Twin) -> Snapshot:
+        """Only the loop thread steps the twin and the guard, so no lock is needed to read both together."""
+        guard = self._guard
+        assert guard is not None
+        return Snapshot(self.config.key, self._episode, self._episode_steps, twin.time, time.time(), guard.state(),
+                        twin.save_state())  # fmt: skip
+
+    def control_state(self) -> ControlState:
+        ids = self.layout.ids
+        return ControlState({ids[k]: self.offered[i] for k, i in enumerate(self._assign)},
+                            {ids[k]: ov.public() for k, ov in self._overrides.items()})  # fmt: skip
+
+    def apply_control(self, control: ControlState) -> dict[str, str]:
+        """Take over a restart's assignments and overrides (before `start`); returns, by intersection id,
+        why an entry was left out (an intersection, controller or green this scenario does not have)."""
+        left_out: dict[str, str] = {}
+        for inter_id, name in control.assignment.items():
+            if inter_id not in self.index:
+                left_out[inter_id] = "no such intersection"
+            elif name not in self._name_index:
+                left_out[inter_id] = f"controller '{name}' cannot be served"
+            else:
+                self._assign[self.index[inter_id]] = self._name_index[name]
+        for inter_id, ov in control.overrides.items():
+            k = self.index.get(inter_id)
+            if k is None:
+                left_out[inter_id] = "no such intersection"
+            elif not 0 <= int(ov["green"]) < len(self.layout.intersections[k].greens):
+                left_out[inter_id] = f"green {ov['green']} does not exist"
+            else:
+                self._overrides[k] = Override.from_public(ov)
+        return left_out
 
     def _active_names(self) -> list[str]:
         return [self.offered[i] for i in np.unique(self._assign)]
@@ -272,7 +391,7 @@ class ControlEngine:
             requests[mine] = ctrl.decide(obs)[mine]
         for k, ov in self._overrides.items():
             requests[k] = ov.green
-        twin.write(guard.apply(now, requests, halting))
+        twin.write(guard.apply(now, requests, halting, obs.lane("passed"), obs.lane("box")))
         self._check_overrides(guard, now)
         self._check_guard(guard, now)
         sample = None

@@ -1,12 +1,17 @@
-"""HTTP and WebSocket routes under /api. Read routes need `Reader`, actions `Operator` (or admin).
+"""HTTP and WebSocket routes under /api. Read routes need `Reader`, actions an operator (or admin).
 
 Every operator action is committed to the audit store before the answer is sent (the answer carries
-the record's id), so what an operator saw acknowledged survives a kill -9.
+the record's id), so what an operator saw acknowledged survives a kill -9. Hold/force overrides and
+controller switches are rate-limited per user (deps.enforce_rate); handing an intersection back
+(`mode: auto`) never is. An audit row keeps what was asked in bounded form: at most
+`AUDIT_IDS` intersection ids of a switch (and how many more), an error message cut to `AUDIT_TEXT`.
+Query ids are bounded to SQL's 64-bit integers, so no number the database cannot hold reaches it.
 
 WebSocket `/api/ws`: browsers cannot set headers on a WebSocket, so the client's first message is
 `{"token": "..."}` (empty when reads are open); then the server sends `{"type": "hello"}` and one
 `{"type": "state"}` frame per second (`seq` and `sent_at` first, so a client can read them without
-parsing the rest). Close codes: 4401 unauthenticated, 1008 foreign origin.
+parsing the rest). Close codes: 4401 unauthenticated (a token that is not a string included; a token that
+matches no one is audited as a failed login), 1008 foreign origin.
 """
 
 from __future__ import annotations
@@ -14,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
 from typing import Annotated, Any
 
 import numpy as np
@@ -24,14 +28,25 @@ from starlette.websockets import WebSocketDisconnect
 
 from citysignal.service.config import Role
 from citysignal.service.context import Service
-from citysignal.service.deps import Operator, Reader, ServiceDep, Viewer
+from citysignal.service.deps import (
+    ControllerActor,
+    OverrideActor,
+    Reader,
+    ServiceDep,
+    Viewer,
+    audit_failed_login,
+    enforce_rate,
+    record,
+)
 from citysignal.service.engine import CommandError
 from citysignal.service.hub import Hub
 from citysignal.service.schemas import ActionResult, ControllerRequest, Health, IntersectionId, Me, OverrideRequest
-from citysignal.service.security import ANONYMOUS, Principal
-from citysignal.service.store import EventIn
+from citysignal.service.security import ANONYMOUS
 
 WS_AUTH_TIMEOUT_S = 5.0
+MAX_ID = 2**63 - 1  # the largest id a SQL BIGINT (and SQLite's INTEGER) holds
+AUDIT_IDS = 20
+AUDIT_TEXT = 300
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or invalid bearer token"},
     403: {"description": "The token's role is not enough"},
@@ -41,7 +56,8 @@ ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown intersection"},
     409: {"description": "The intersection cannot take this now"},
     422: {"description": "Invalid body (or a green / controller that does not exist)"},
-    429: {"description": "Too many overrides; see Retry-After"},
+    413: {"description": "Body over 64 KiB"},
+    429: {"description": "Too many requests of this kind; see Retry-After"},
     503: {"description": "The twin is not running"},
 }
 
@@ -91,22 +107,15 @@ def state_payload(service: Service) -> dict[str, Any]:
     return out
 
 
-def _record(service: Service, who: Principal, action: str, target: str, result: str, detail: dict[str, Any]) -> int:
-    live = service.engine.live()
-    ev = service.store.record(EventIn(who.name, who.role.name, action, target[:128], result, detail,
-                                      sim_time=live.time if live else None))  # fmt: skip
-    return int(ev["id"])
-
-
 @router.get("/health", response_model=Health, tags=["service"], summary="Liveness (no token needed)")
 def health(service: ServiceDep, response: Response) -> Health:
     engine = service.engine
     live = engine.live()
-    ok = engine.running
-    if not ok:
+    status, reason = engine.health()
+    if status != "ok":
         response.status_code = 503
-    return Health(status="ok" if ok else "error", running=ok, sim_time=live.time if live else None,
-                  error=engine.error, store_write_errors=service.store.write_errors)  # fmt: skip
+    return Health(status=status, running=status == "ok", sim_time=live.time if live else None,
+                  error=reason, store_write_errors=service.store.write_errors)  # fmt: skip
 
 
 @router.get("/me", response_model=Me, tags=["service"], responses=AUTH_ERRORS, summary="Who the token belongs to")
@@ -143,8 +152,8 @@ def events(
     service: ServiceDep,
     _: Reader,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
-    after_id: Annotated[int | None, Query(ge=0)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    after_id: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     action: Annotated[str | None, Query(max_length=32, pattern=r"^[a-z_]+$")] = None,
     target: Annotated[str | None, Query(max_length=128)] = None,
 ) -> list[dict[str, Any]]:
@@ -156,7 +165,7 @@ def kpis(
     service: ServiceDep,
     _: Reader,
     limit: Annotated[int, Query(ge=1, le=5000)] = 360,
-    after_id: Annotated[int | None, Query(ge=0)] = None,
+    after_id: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
 ) -> list[dict[str, Any]]:
     return service.store.kpis(limit, after_id)
 
@@ -164,39 +173,40 @@ def kpis(
 @router.post("/intersections/{inter_id}/override", response_model=ActionResult, tags=["operator"],
              responses=ACTION_ERRORS, summary="Hold / force a green, or back to automatic, via the guard")  # fmt: skip
 def override(
-    inter_id: Annotated[IntersectionId, Path()], body: OverrideRequest, who: Operator, service: ServiceDep
+    inter_id: Annotated[IntersectionId, Path()], body: OverrideRequest, who: OverrideActor, service: ServiceDep
 ) -> ActionResult:
     asked = {"mode": body.mode, "green": body.green, "reason": body.reason}
-    wait = service.limiter.hit(who.name)
-    if wait:
-        _record(service, who, "override", inter_id, "rate_limited", asked)
-        raise HTTPException(429, f"too many overrides: retry in {math.ceil(wait)} s",
-                            headers={"Retry-After": str(math.ceil(wait))})  # fmt: skip
+    if body.mode != "auto":  # handing an intersection back must always be possible
+        enforce_rate(service, who, "override", "override", inter_id, asked)
     try:
         res = service.engine.set_override(inter_id, body.mode, body.green, who.name, body.reason)
     except CommandError as exc:
-        _record(service, who, "override", inter_id, "refused", {**asked, "error": exc.message})
-        raise HTTPException(exc.status, exc.message) from None
+        record(service, who, "override", inter_id, "refused", {**asked, "error": exc.message[:AUDIT_TEXT]})
+        raise HTTPException(exc.status, exc.message[:AUDIT_TEXT]) from None
     detail = {**asked, **{k: v for k, v in res.items() if k != "result"}}
-    event_id = _record(service, who, "override", inter_id, res["result"], detail)
+    event_id = record(service, who, "override", inter_id, res["result"], detail)
     return ActionResult(event_id=event_id, action="override", target=inter_id, result=res["result"], detail=detail)
 
 
 @router.post("/controller", response_model=ActionResult, tags=["operator"], responses=ACTION_ERRORS,
              summary="Switch the controller of some intersections (operator) or city-wide (admin)")  # fmt: skip
-def switch_controller(body: ControllerRequest, who: Operator, service: ServiceDep) -> ActionResult:
-    target = "city" if body.intersections is None else ",".join(body.intersections)
-    asked: dict[str, Any] = {"controller": body.controller, "intersections": body.intersections}
-    if body.intersections is None and who.role < Role.admin:
-        _record(service, who, "controller_switch", target, "forbidden", asked)
+def switch_controller(body: ControllerRequest, who: ControllerActor, service: ServiceDep) -> ActionResult:
+    ids = body.intersections
+    target = "city" if ids is None else ",".join(ids)
+    asked: dict[str, Any] = {"controller": body.controller, "intersections": None if ids is None else ids[:AUDIT_IDS]}
+    if ids is not None and len(ids) > AUDIT_IDS:
+        asked["more_intersections"] = len(ids) - AUDIT_IDS
+    enforce_rate(service, who, "controller", "controller_switch", target, asked)
+    if ids is None and who.role < Role.admin:
+        record(service, who, "controller_switch", target, "forbidden", asked)
         raise HTTPException(403, "switching the whole city needs the admin role")
     try:
-        res = service.engine.switch_controller(body.controller, body.intersections, who.name)
+        res = service.engine.switch_controller(body.controller, ids, who.name)
     except CommandError as exc:
-        _record(service, who, "controller_switch", target, "refused", {**asked, "error": exc.message})
-        raise HTTPException(exc.status, exc.message) from None
+        record(service, who, "controller_switch", target, "refused", {**asked, "error": exc.message[:AUDIT_TEXT]})
+        raise HTTPException(exc.status, exc.message[:AUDIT_TEXT]) from None
     detail = {**asked, **{k: v for k, v in res.items() if k != "result"}}
-    event_id = _record(service, who, "controller_switch", target, res["result"], detail)
+    event_id = record(service, who, "controller_switch", target, res["result"], detail)
     return ActionResult(event_id=event_id, action="controller_switch", target=target[:128], result=res["result"],
                         detail=detail)  # fmt: skip
 
@@ -212,13 +222,15 @@ async def stream(ws: WebSocket) -> None:
     await ws.accept()
     try:
         first = json.loads(await asyncio.wait_for(ws.receive_text(), WS_AUTH_TIMEOUT_S))
-        token = first.get("token") if isinstance(first, dict) else None
+        token: object = first.get("token") if isinstance(first, dict) else None
     except (TimeoutError, WebSocketDisconnect, ValueError, KeyError):
         token = None
-    principal = service.tokens.authenticate(token) if token else None
-    if principal is None and not token and service.settings.read_open:
+    principal = service.tokens.authenticate(token) if isinstance(token, str) and token else None
+    if principal is None and token in (None, "") and service.settings.read_open:
         principal = ANONYMOUS
     if principal is None:
+        if token not in (None, ""):
+            audit_failed_login(service, ws, "websocket")
         with contextlib.suppress(RuntimeError, WebSocketDisconnect):
             await ws.close(code=4401, reason="missing or invalid token")
         return

@@ -55,8 +55,11 @@ class Me(BaseModel):
 
 
 class Health(BaseModel):
-    status: Literal["ok", "error"]
+    status: Literal["ok", "degraded", "restarting", "error"] = Field(
+        description="degraded: the twin is frozen (simulated time stands still); restarting: from its latest "
+        "snapshot after it died; error: it cannot run. Anything but ok answers 503."
+    )
     running: bool
     sim_time: float | None
-    error: str | None
+    error: str | None = Field(description="What is wrong, in words (None when ok).")
     store_write_errors: int

@@ -10,6 +10,11 @@ System records (KPI samples, guard events from the control loop) go through `rec
 `kpi_later()`: a writer thread commits them in batches, so the control loop never waits for the disk;
 the last batch (at most a second) can be lost on a kill -9, and nothing in it was acknowledged to anyone.
 
+What a row stores is bounded, whatever a client submits: short fields are cut to their column width,
+`detail` (JSON) to `DETAIL_MAX_CHARS`; a longer detail is replaced by `{"truncated": true, "chars": N,
+"head": "<its first characters>"}`. Text is made storable on every backend (PostgreSQL refuses NUL
+characters, no driver encodes a lone surrogate), so an audited request cannot fail to be audited.
+
 Limits: the schema is created on first use (`create_all`); there are no migrations yet. Timestamps are
 UTC seconds since the epoch (float), the same on every backend.
 """
@@ -21,10 +26,11 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Float, Integer, String, Text, create_engine, event, func, select
+from sqlalchemy import BigInteger, Float, Integer, LargeBinary, String, Text, create_engine, event, func, select
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -33,6 +39,12 @@ from citysignal.errors import UserError
 
 WRITER_BATCH = 200
 WRITER_FLUSH_S = 0.5
+DETAIL_MAX_CHARS = 2048
+
+
+# Row ids are 64-bit on every backend (the API takes any 64-bit id to page by); SQLite makes a column its
+# rowid, with automatic ids, only when it is declared INTEGER.
+ROW_ID = BigInteger().with_variant(Integer, "sqlite")
 
 
 class Base(DeclarativeBase):
@@ -42,7 +54,7 @@ class Base(DeclarativeBase):
 class EventRow(Base):
     __tablename__ = "audit_events"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
     at: Mapped[float] = mapped_column(Float, index=True)
     run_id: Mapped[str] = mapped_column(String(32), index=True)
     sim_time: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -57,7 +69,7 @@ class EventRow(Base):
 class KpiRow(Base):
     __tablename__ = "kpi_samples"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(ROW_ID, primary_key=True, autoincrement=True)
     at: Mapped[float] = mapped_column(Float, index=True)
     run_id: Mapped[str] = mapped_column(String(32), index=True)
     episode: Mapped[int] = mapped_column(Integer)
@@ -95,6 +107,27 @@ class EventIn:
     at: float | None = None
 
 
+def storable(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, NUL and lone surrogates replaced (PostgreSQL refuses NUL, no driver
+    encodes a lone surrogate)."""
+    return text[:limit].replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
+
+
+def detail_json(detail: dict[str, Any]) -> str:
+    """`detail` as JSON of at most DETAIL_MAX_CHARS characters (ASCII), marked when it had to be cut."""
+    # through UTF-8 and back first: a lone surrogate (a JSON body can carry one) becomes "?", so what is read
+    # back can always be sent; then ASCII, so that the cap in characters is also one in bytes
+    raw = json.dumps(detail, default=str, ensure_ascii=False).encode("utf-8", "replace")
+    text = json.dumps(json.loads(raw))
+    if len(text) <= DETAIL_MAX_CHARS:
+        return text
+    marker: dict[str, Any] = {"truncated": True, "chars": len(text), "head": ""}
+    room = DETAIL_MAX_CHARS - len(json.dumps(marker))
+    # `text` is ASCII JSON without control characters: quoting it again doubles its quotes and backslashes only
+    quoted = accumulate(2 if c in '"\\' else 1 for c in text[:room])
+    return json.dumps({**marker, "head": text[: sum(1 for n in quoted if n <= room)]})
+
+
 def event_dict(row: EventRow) -> dict[str, Any]:
     return {
         "id": row.id, "at": row.at, "run_id": row.run_id, "sim_time": row.sim_time, "actor": row.actor,
@@ -129,7 +162,11 @@ def open_engine(url: str) -> Engine:
     if sqlite:
         kwargs["connect_args"] = {"check_same_thread": False}
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise UserError(f"cannot create the folder of the audit database {parsed.database}: "
+                                f"{exc.strerror}") from None  # fmt: skip
     try:
         engine = create_engine(parsed, pool_pre_ping=not sqlite, **kwargs)
     except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
@@ -139,7 +176,8 @@ def open_engine(url: str) -> Engine:
     try:
         Base.metadata.create_all(engine)
     except SQLAlchemyError as exc:
-        raise UserError(f"cannot open the audit database {parsed.render_as_string()}: {exc.args[0]}") from None
+        reason = str(exc.args[0]).splitlines()[0]  # drivers add hints on further lines; a user error is one line
+        raise UserError(f"cannot open the audit database {parsed.render_as_string()}: {reason}") from None
     return engine
 
 
@@ -176,8 +214,8 @@ class AuditStore:
     def _row(self, ev: EventIn) -> EventRow:
         return EventRow(
             at=ev.at if ev.at is not None else time.time(), run_id=self.run_id, sim_time=ev.sim_time,
-            actor=ev.actor[:64], role=ev.role[:16], action=ev.action[:32], target=ev.target[:128],
-            result=ev.result[:64], detail=json.dumps(ev.detail, default=str),
+            actor=storable(ev.actor, 64), role=storable(ev.role, 16), action=storable(ev.action, 32),
+            target=storable(ev.target, 128), result=storable(ev.result, 64), detail=detail_json(ev.detail),
         )  # fmt: skip
 
     def record(self, ev: EventIn) -> dict[str, Any]:
@@ -268,16 +306,16 @@ class AuditStore:
         self, limit: int = 100, before_id: int | None = None, after_id: int | None = None,
         action: str | None = None, target: str | None = None,
     ) -> list[dict[str, Any]]:  # fmt: skip
-        """Newest first, over every run."""
+        """Newest first, over every run. `action` and `target` match what `record` stored for them."""
         query = select(EventRow).order_by(EventRow.id.desc()).limit(limit)
         if before_id is not None:
             query = query.where(EventRow.id < before_id)
         if after_id is not None:
             query = query.where(EventRow.id > after_id)
         if action is not None:
-            query = query.where(EventRow.action == action)
+            query = query.where(EventRow.action == storable(action, 32))
         if target is not None:
-            query = query.where(EventRow.target == target)
+            query = query.where(EventRow.target == storable(target, 128))
         with Session(self.engine) as session:
             return [event_dict(r) for r in session.scalars(query)]
 
@@ -304,3 +342,78 @@ class AuditStore:
                 .where(EventRow.run_id == last_start.run_id, EventRow.action == "service_stop")
             )  # fmt: skip
             return None if stopped else last_start.run_id
+
+
+# Restart state ---------------------------------------------------------------------------------------
+# What a restarted service continues from, one row of each per scenario key (`EngineConfig.key`): the
+# operators' controller assignments and active overrides (written before an action is acknowledged), and
+# the twin's latest snapshot (each replaces the last). A clean stop deletes both: the next run starts as
+# its command line says.
+
+
+class ControlStateRow(Base):
+    __tablename__ = "control_state"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(32))
+    at: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(Text)  # JSON
+
+
+class SnapshotRow(Base):
+    __tablename__ = "twin_snapshots"
+
+    key: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(32))
+    taken_at: Mapped[float] = mapped_column(Float)
+    sim_time: Mapped[float] = mapped_column(Float)
+    episode: Mapped[int] = mapped_column(Integer)
+    episode_steps: Mapped[int] = mapped_column(Integer)
+    guard: Mapped[str] = mapped_column(Text)  # JSON (with Infinity)
+    sumo_state: Mapped[bytes] = mapped_column(LargeBinary)  # gzip-compressed SUMO state XML
+
+
+SNAPSHOT_FIELDS = ("taken_at", "sim_time", "episode", "episode_steps")
+
+
+class RestartStore:
+    """The restart state of one service process (`run_id`) in the audit store's database."""
+
+    def __init__(self, engine: Engine, run_id: str) -> None:
+        self.engine = engine
+        self.run_id = run_id
+
+    def save_control(self, key: str, state: dict[str, Any]) -> None:
+        """Commit before returning: the API acknowledges an override or switch only after this."""
+        with Session(self.engine) as session:
+            session.merge(ControlStateRow(key=key, run_id=self.run_id, at=time.time(), state=json.dumps(state)))
+            session.commit()
+
+    def load_control(self, key: str) -> tuple[float, dict[str, Any]] | None:
+        """(when it was last written, the state), or None."""
+        with Session(self.engine) as session:
+            row = session.get(ControlStateRow, key)
+            return None if row is None else (row.at, json.loads(row.state))
+
+    def save_snapshot(self, key: str, fields: dict[str, Any], guard: dict[str, Any], sumo_state: bytes) -> None:
+        """`fields`: SNAPSHOT_FIELDS."""
+        with Session(self.engine) as session:
+            session.merge(SnapshotRow(key=key, run_id=self.run_id, guard=json.dumps(guard), sumo_state=sumo_state,
+                                      **{f: fields[f] for f in SNAPSHOT_FIELDS}))  # fmt: skip
+            session.commit()
+
+    def load_snapshot(self, key: str) -> tuple[dict[str, Any], dict[str, Any], bytes] | None:
+        """(SNAPSHOT_FIELDS, guard state, SUMO state), or None."""
+        with Session(self.engine) as session:
+            row = session.get(SnapshotRow, key)
+            if row is None:
+                return None
+            return {f: getattr(row, f) for f in SNAPSHOT_FIELDS}, json.loads(row.guard), bytes(row.sumo_state)
+
+    def clear(self, key: str) -> None:
+        with Session(self.engine) as session:
+            for table in (ControlStateRow, SnapshotRow):
+                row = session.get(table, key)
+                if row is not None:
+                    session.delete(row)
+            session.commit()

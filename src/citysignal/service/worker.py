@@ -1,21 +1,37 @@
-"""The twin in a worker process, so the API process never waits for SUMO.
+"""The twin in a worker process, watched, restarted from its latest snapshot when it dies.
 
 libsumo holds Python's GIL for a whole simulation step (measured on manhattan_28x7 near its peak:
 30-70 ms per step), so a twin in a thread of the API process would stall every request and every
 WebSocket send for that long. `EngineProcess` runs `ControlEngine` in a spawned child process and
 offers the same calls: commands (override, controller switch, intersection detail) go over a pipe and
 the child answers them; the child streams `Live` snapshots (at most every `LIVE_EVERY_S` of wall
-time, and with every KPI sample) and its system events and KPI samples, which the parent writes to
-the audit store (one writer per database).
+time, and with every KPI sample), its system events and KPI samples (the parent writes them to the
+audit store: one writer per database), a heartbeat every `BEAT_S`, and a `Snapshot` (SUMO state and
+guard state) every `SNAPSHOT_EVERY_S`.
 
-Failure modes: a crash of the twin, even a segfault in SUMO, ends only the child; the API keeps
-serving the history and reports the error on /api/health. The child ends when the parent goes away
-(its pipe closes), so a kill -9 of the service leaves no orphan simulation. The child ignores SIGINT:
-Ctrl-C in a terminal reaches the whole process group and the parent stops the child in order.
+Failure modes:
+- frozen twin (paused, hung in SUMO, starved of CPU): no word from the child for `STALE_S`, or
+  heartbeats but no simulation step for max(`STALE_S`, 3 steps): `health()` says "degraded" with the
+  reason, and every call is refused at once with 503 instead of waiting, so a burst of requests cannot
+  hold the API's threads. A call already sent waits at most `CALL_TIMEOUT_S` (+ grace), and one that goes
+  unanswered makes the twin degraded at once, until it speaks again; the child drops calls that reach it
+  after their deadline, so a refused override is never carried out later. After
+  `hung_restart_s` of silence the twin is killed and restarted as below. Entering and leaving the
+  degraded state is audited (`twin_degraded`, `twin_recovered`).
+- twin died (kill -9, segfault in SUMO, the loop crashed): health says "restarting" (503), a new child
+  starts from the latest snapshot with the current controller assignments and overrides, and
+  `twin_restart` is audited with the downtime. At most `MAX_RESTARTS` in `RESTART_WINDOW_S`; then the
+  error stays (a twin that cannot run is not restarted forever).
+- service killed: the child ends when the parent goes away (its pipe closes), so a kill -9 of the
+  service leaves no orphan simulation; the restart state in the database (`store.RestartStore`) lets
+  the next service continue (see `context`). The child ignores SIGINT: Ctrl-C in a terminal reaches
+  the whole process group and the parent stops the child in order.
 
 Limits: a command waits for the step in progress (one step, up to ~0.1 s on the largest bundled city);
-`live()` in the parent is at most `LIVE_EVERY_S` old. The child is started with "spawn", so a script
-that builds a service itself must guard its entry point with `if __name__ == "__main__":`.
+`live()` in the parent is at most `LIVE_EVERY_S` old; a restart loses what happened since the snapshot
+(at most `SNAPSHOT_EVERY_S` of wall time) and starts the controllers afresh from the greens shown. The
+child is started with "spawn", so a script that builds a service itself must guard its entry point with
+`if __name__ == "__main__":`.
 """
 
 from __future__ import annotations
@@ -27,20 +43,43 @@ import multiprocessing
 import signal
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from typing import Any
+from multiprocessing.process import BaseProcess
+from typing import Any, Literal
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from citysignal.errors import UserError
 from citysignal.network import Network, load_network
 from citysignal.network.layout import Layout
-from citysignal.service.engine import CommandError, ControlEngine, EngineConfig, Live, OverrideMode, Recorder
-from citysignal.service.store import EventIn
+from citysignal.service.engine import (
+    CommandError,
+    ControlEngine,
+    ControlState,
+    EngineConfig,
+    Live,
+    OverrideMode,
+    Recorder,
+    Snapshot,
+)
+from citysignal.service.store import EventIn, RestartStore
 
 LIVE_EVERY_S = 0.1
-CALL_TIMEOUT_S = 30.0
-COMMANDS = frozenset({"set_override", "switch_controller", "detail"})
+BEAT_S = 0.2
+STALE_S = 1.5
+CALL_TIMEOUT_S = 1.0
+CALL_GRACE_S = 0.25
+START_TIMEOUT_S = 120.0
+HUNG_RESTART_S = 30.0
+MAX_RESTARTS = 5
+RESTART_WINDOW_S = 600.0
+COMMANDS = {"set_override": True, "switch_controller": True, "detail": False}  # name: changes control state
+Health = Literal["ok", "degraded", "restarting", "error"]
+Reply = tuple[bool, Any, ControlState | None]
 
 
 class _PipeRecorder:
@@ -54,8 +93,8 @@ class _PipeRecorder:
         self._send(("kpi", sample))
 
 
-def worker_main(conn: Connection, config: EngineConfig) -> None:
-    """Entry point of the child process: run the engine, stream snapshots, answer commands."""
+def worker_main(conn: Connection, config: EngineConfig, control: ControlState, resume: Snapshot | None) -> None:
+    """Entry point of the child process: run the engine, stream snapshots, beat, answer commands."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     lock = threading.Lock()
 
@@ -76,7 +115,9 @@ def worker_main(conn: Connection, config: EngineConfig) -> None:
     try:
         sc = config.scenario
         network = load_network(sc.net_file, sc.additional_files)
-        engine = ControlEngine(config, network, Layout.from_network(network), _PipeRecorder(send), publish)
+        engine = ControlEngine(config, network, Layout.from_network(network), _PipeRecorder(send), publish,
+                               lambda snap: send(("snapshot", snap)), resume)  # fmt: skip
+        engine.apply_control(control)
         engine.start()
         gc.freeze()  # the net and layout stay for the process's life: keep them out of full collections
     except UserError as exc:
@@ -87,25 +128,34 @@ def worker_main(conn: Connection, config: EngineConfig) -> None:
         return
     send(("ready",))
     reported = False
+    beat_at = 0.0
     try:
         while True:
             if engine.error is not None and not reported:
                 send(("failed", engine.error))
                 reported = True
-            if not conn.poll(0.5):
+            now = time.monotonic()
+            if now - beat_at >= BEAT_S:
+                beat_at = now
+                send(("beat", engine.loading, now - engine.stepped_at))
+            if not conn.poll(BEAT_S):
                 continue
             message = conn.recv()
             if message[0] == "stop":
                 break
-            _, call_id, method, args = message
+            _, call_id, deadline, method, args = message
+            if time.monotonic() > deadline:  # the caller was already answered 503: never act on it late
+                send(("reply", call_id, False, (503, "the call arrived after its deadline"), None))
+                continue
             try:
                 if method not in COMMANDS:
                     raise CommandError(400, f"unknown command {method}")
-                send(("reply", call_id, True, getattr(engine, method)(*args)))
+                value = getattr(engine, method)(*args)
+                send(("reply", call_id, True, value, engine.control_state() if COMMANDS[method] else None))
             except CommandError as exc:
-                send(("reply", call_id, False, (exc.status, exc.message)))
+                send(("reply", call_id, False, (exc.status, exc.message), None))
             except Exception as exc:
-                send(("reply", call_id, False, (500, f"{type(exc).__name__}: {exc}")))
+                send(("reply", call_id, False, (500, f"{type(exc).__name__}: {exc}"), None))
     except (EOFError, OSError):
         pass
     finally:
@@ -113,131 +163,333 @@ def worker_main(conn: Connection, config: EngineConfig) -> None:
         send(("stopped",))
 
 
-class EngineProcess:
-    """`ControlEngine`'s interface, with the engine running in a child process."""
+@dataclass
+class _Child:
+    """One twin process and what the parent knows of it."""
 
-    def __init__(self, config: EngineConfig, network: Network, layout: Layout, recorder: Recorder) -> None:
-        # A local engine that never starts: validates the configuration here, in one line, and answers
-        # the static questions (controllers offered, intersection ids) without a round trip.
+    process: BaseProcess
+    conn: Connection
+    heard: float = field(default_factory=time.monotonic)  # last message of any kind
+    unanswered: float = 0.0  # when a call last went unanswered
+    ready: threading.Event = field(default_factory=threading.Event)
+    accepted: bool = False  # started and taken into service: its loss triggers a restart
+    ended: bool = False  # its reader has finished
+    loading: bool = True
+    since_step: float = 0.0  # as of the last heartbeat
+    failed: str | None = None
+    calls: dict[int, Future[Reply]] = field(default_factory=dict)
+    reader: threading.Thread | None = None
+
+    def silent(self) -> float:
+        return time.monotonic() - self.heard
+
+    def stalled(self) -> float:
+        """Seconds since the twin last stepped, as far as the parent can tell."""
+        return self.since_step + self.silent()
+
+
+class EngineProcess:
+    """`ControlEngine`'s interface, with the engine running in a watched, restartable child process."""
+
+    def __init__(
+        self, config: EngineConfig, network: Network, layout: Layout, recorder: Recorder,
+        restart_store: RestartStore | None = None, *, hung_restart_s: float = HUNG_RESTART_S,
+    ) -> None:  # fmt: skip
+        # A local engine that never starts: validates the configuration here, in one line, answers the
+        # static questions (controllers offered, intersection ids) and checks restored control state.
         self.local = ControlEngine(config, network, layout, recorder)
         self.config = config
         self.layout = layout
         self.offered = self.local.offered
         self.recorder = recorder
-        self.error: str | None = None
+        self.restart_store = restart_store
+        self.hung_restart_s = hung_restart_s
+        self.restarts = 0
+        self.snapshot_errors = 0
+        self._fatal: str | None = None
+        self._restarting: str | None = None
+        self._control = self.local.control_state()
+        self._snapshot: Snapshot | None = None
         self._live: Live | None = None
-        self._conn: Connection | None = None
-        self._process: multiprocessing.process.BaseProcess | None = None
-        self._reader: threading.Thread | None = None
-        self._ready = threading.Event()
+        self._child: _Child | None = None
+        self._lock = threading.Lock()  # the child swap against stop()
         self._stopping = False
-        self._calls: dict[int, Future[tuple[bool, Any]]] = {}
+        self._wake = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._unsaved: Snapshot | None = None
+        self._recent_restarts: deque[float] = deque()
         self._ids = itertools.count()
         self._send_lock = threading.Lock()
 
     # lifecycle -----------------------------------------------------------------------------
-    def start(self, timeout: float = 120.0) -> None:
-        if self._process is not None:
+    def start(self, timeout: float = START_TIMEOUT_S, *, control: ControlState | None = None,
+              resume: Snapshot | None = None) -> None:  # fmt: skip
+        """Start the twin (from `resume` and with `control` when a restarted service carries them over)."""
+        if self._child is not None:
             return
-        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded server
-        parent, child = ctx.Pipe()
-        self._process = ctx.Process(target=worker_main, args=(child, self.config), name="citysignal-twin",
-                                    daemon=True)  # fmt: skip
-        self._process.start()
-        child.close()
-        self._conn = parent
-        self._reader = threading.Thread(target=self._read, name="citysignal-twin-reader", daemon=True)
-        self._reader.start()
-        if not self._ready.wait(timeout):
+        if control is not None:
+            self._control = control
+        self._snapshot = resume
+        self._persist_control()
+        with self._lock:
+            child = self._spawn()
+        if not child.ready.wait(timeout):
             self.stop()
             raise UserError(f"the twin did not start within {timeout:g} s")
-        if self.error is not None:
-            error = self.error
+        if not self._accept(child):
             self.stop()
-            raise UserError(error)
+            raise UserError(child.failed or "the twin ended during its start")
+        for target in (self._watch, self._save_snapshots):
+            thread = threading.Thread(target=target, name=f"citysignal-twin-{target.__name__[1:]}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self, timeout: float = 30.0) -> None:
-        self._stopping = True
-        process, conn = self._process, self._conn
-        if process is None or conn is None:
-            return
+        with self._lock:
+            self._stopping = True
+            child = self._child
+        self._wake.set()
+        if child is not None:
+            self._end(child, timeout if child.silent() < STALE_S else 1.0)
+        for thread in self._threads:
+            thread.join(timeout)
+
+    def _end(self, child: _Child, timeout: float) -> None:
+        """Ask the child to stop, then terminate, then kill (a paused process takes only SIGKILL)."""
+        process = child.process
         if process.is_alive():
-            with self._send_lock, contextlib.suppress(BrokenPipeError, OSError):
-                conn.send(("stop",))
+            if self._send_lock.acquire(timeout=1.0):
+                try:
+                    with contextlib.suppress(BrokenPipeError, OSError):
+                        child.conn.send(("stop",))
+                finally:
+                    self._send_lock.release()
             process.join(timeout)
             if process.is_alive():
                 process.terminate()
+                process.join(2)
+            if process.is_alive():
+                process.kill()
                 process.join(5)
-        if self._reader is not None:
-            self._reader.join(5)
-        conn.close()
+        if child.reader is not None and child.reader is not threading.current_thread():
+            child.reader.join(5)
+        child.conn.close()
+
+    def _accept(self, child: _Child) -> bool:
+        """Take a started child into service, unless it failed or already ended (then no reader restarts it)."""
+        with self._lock:
+            child.accepted = child.failed is None and not child.ended and not self._stopping
+            return child.accepted
+
+    def _spawn(self) -> _Child:
+        """A new twin process from the latest snapshot and control state (call with `_lock` held)."""
+        ctx = multiprocessing.get_context("spawn")  # no fork of a threaded server
+        parent, child_end = ctx.Pipe()
+        process = ctx.Process(target=worker_main, args=(child_end, self.config, self._control, self._snapshot),
+                              name="citysignal-twin", daemon=True)  # fmt: skip
+        process.start()
+        child_end.close()
+        child = self._child = _Child(process, parent)
+        child.reader = threading.Thread(target=self._read, args=(child,), name="citysignal-twin-reader", daemon=True)
+        child.reader.start()
+        return child
+
+    # health ----------------------------------------------------------------------------------
+    def health(self) -> tuple[Health, str | None]:
+        """The twin's state, "ok" or what is wrong in words: "degraded" (frozen), "restarting", "error" (given up)."""
+        if self._fatal is not None:
+            return "error", self._fatal
+        if self._restarting is not None:
+            return "restarting", f"{self._restarting}; restarting the twin from its latest snapshot"
+        child = self._child
+        if child is None or not child.accepted:
+            return "error", "the twin is not running"
+        if not child.process.is_alive():  # before its reader has seen the pipe close
+            return "restarting", "the twin process ended unexpectedly; restarting the twin from its latest snapshot"
+        live = self._live
+        at = f" at t = {live.time:g} s" if live is not None else ""
+        silent = child.silent()
+        if silent > STALE_S or child.unanswered > child.heard:
+            return "degraded", f"the twin has not answered for {silent:.1f} s: simulated time stands still{at}"
+        stalled = child.stalled()
+        if not child.loading and stalled > max(STALE_S, 3.0 / self.config.speed):
+            return "degraded", f"simulated time has stood still{at} for {stalled:.1f} s (the twin answers, no step)"
+        return "ok", None
 
     @property
     def running(self) -> bool:
-        return (
-            self._process is not None and self._process.is_alive() and self._ready.is_set() and self.error is None
-        )
+        return self.health()[0] == "ok"
+
+    @property
+    def error(self) -> str | None:
+        return self.health()[1]
+
+    @property
+    def pid(self) -> int | None:
+        """The twin process's id (it changes with each restart)."""
+        child = self._child
+        return child.process.pid if child is not None else None
 
     def live(self) -> Live | None:
         return self._live
 
-    def _read(self) -> None:
-        assert self._conn is not None
+    def _watch(self) -> None:
+        """Audit entering and leaving the degraded state; kill a twin silent for `hung_restart_s`."""
+        state: Health = "ok"
+        while not self._wake.wait(BEAT_S):
+            status, reason = self.health()
+            if status == "degraded" and state == "ok":
+                self._system("twin_degraded", "degraded", {"reason": reason})
+            elif status == "ok" and state == "degraded":
+                self._system("twin_recovered", "ok", {})
+            state = status if status in ("ok", "degraded") else state
+            child = self._child
+            if status == "degraded" and child is not None and child.silent() > self.hung_restart_s:
+                child.failed = f"the twin did not answer for {child.silent():.0f} s and was killed"
+                child.process.kill()
+                state = "ok"  # the restart is audited on its own
+
+    # the child's messages ------------------------------------------------------------------
+    def _read(self, child: _Child) -> None:
         try:
             while True:
-                message = self._conn.recv()
+                message = child.conn.recv()
+                child.heard = time.monotonic()
                 kind = message[0]
                 if kind == "live":
                     self._live = message[1]
+                elif kind == "beat":
+                    child.loading, child.since_step = message[1], message[2]
                 elif kind == "event":
                     self.recorder.record_later(message[1])
                 elif kind == "kpi":
                     self.recorder.kpi_later(message[1])
+                elif kind == "snapshot":
+                    self._snapshot = self._unsaved = message[1]
                 elif kind == "reply":
-                    future = self._calls.pop(message[1], None)
+                    future = child.calls.pop(message[1], None)
                     if future is not None:
-                        future.set_result((message[2], message[3]))
+                        future.set_result((message[2], message[3], message[4]))
                 elif kind == "ready":
-                    self._ready.set()
+                    child.ready.set()
                 elif kind == "failed":
-                    self.error = message[1]
-                    self._ready.set()
+                    child.failed = message[1]
+                    if child.ready.is_set():  # the loop died in a running twin: end it, the restart follows
+                        with self._send_lock, contextlib.suppress(BrokenPipeError, OSError):
+                            child.conn.send(("stop",))
+                    child.ready.set()
                 elif kind == "stopped":
                     break
         except (EOFError, OSError):
-            if not self._stopping and self.error is None:
-                assert self._process is not None
-                self._process.join(2)
-                self.error = f"the twin process ended unexpectedly (exit code {self._process.exitcode})"
-                self.recorder.record_later(
-                    EventIn("system", "system", "engine_error", "city", "error", {"error": self.error})
-                )
+            pass
         finally:
-            self._ready.set()
-            for future in list(self._calls.values()):
-                future.set_result((False, (503, self.error or "the twin stopped")))
-            self._calls.clear()
+            child.ready.set()
+            for future in list(child.calls.values()):
+                future.set_result((False, (503, child.failed or "the twin stopped"), None))
+            child.calls.clear()
+            with self._lock:
+                child.ended = True
+                lost = child.accepted and not self._stopping
+            if lost:
+                self._lost(child)
+
+    def _lost(self, child: _Child) -> None:
+        detected = time.monotonic()
+        child.process.join(2)
+        reason = child.failed or f"the twin process ended unexpectedly (exit code {child.process.exitcode})"
+        self._restarting = reason
+        self._system("engine_error", "error", {"error": reason})
+        thread = threading.Thread(target=self._restart, args=(reason, detected), name="citysignal-twin-restart",
+                                  daemon=True)  # fmt: skip
+        thread.start()
+
+    def _restart(self, reason: str, detected: float) -> None:
+        while True:
+            now = time.monotonic()
+            while self._recent_restarts and now - self._recent_restarts[0] > RESTART_WINDOW_S:
+                self._recent_restarts.popleft()
+            if len(self._recent_restarts) >= MAX_RESTARTS:
+                self._fatal = f"{reason}; not restarted again: {MAX_RESTARTS} restarts in {RESTART_WINDOW_S:g} s"
+                self._restarting = None
+                self._system("twin_restart", "gave_up", {"reason": reason, "restarts": self.restarts})
+                return
+            self._recent_restarts.append(now)
+            with self._lock:
+                if self._stopping:
+                    return
+                old = self._child
+                snap = self._snapshot
+                child = self._spawn()
+            if old is not None:
+                self._end(old, 1.0)
+            if child.ready.wait(START_TIMEOUT_S) and self._accept(child):
+                self.restarts += 1
+                self._restarting = None
+                self._system("twin_restart", "ok", {
+                    "reason": reason, "downtime_s": round(time.monotonic() - detected, 3), "restarts": self.restarts,
+                    "from_sim_time": snap.sim_time if snap else None,
+                    "snapshot_taken_at": snap.taken_at if snap else None,
+                })  # fmt: skip
+                return
+            if self._stopping:
+                return
+            reason = child.failed or f"the restarted twin ended (exit code {child.process.exitcode})"
+            self._restarting = reason
+
+    def _save_snapshots(self) -> None:
+        """Write the newest snapshot to the database now and then; a slow disk only skips older ones."""
+        while not self._wake.wait(1.0):
+            snap, self._unsaved = self._unsaved, None
+            if snap is None or self.restart_store is None:
+                continue
+            fields = {"taken_at": snap.taken_at, "sim_time": snap.sim_time, "episode": snap.episode,
+                      "episode_steps": snap.episode_steps}  # fmt: skip
+            try:
+                self.restart_store.save_snapshot(snap.key, fields, snap.guard, snap.sumo_state)
+            except SQLAlchemyError:
+                self.snapshot_errors += 1
+
+    def _persist_control(self) -> None:
+        if self.restart_store is not None:
+            control = self._control
+            self.restart_store.save_control(self.config.key, {"assignment": control.assignment,
+                                                              "overrides": control.overrides})  # fmt: skip
+
+    def _system(self, action: str, result: str, detail: dict[str, Any]) -> None:
+        live = self._live
+        self.recorder.record_later(EventIn("system", "system", action, "city", result, detail,
+                                           sim_time=live.time if live else None))  # fmt: skip
 
     # commands ------------------------------------------------------------------------------
     def _call(self, method: str, *args: Any) -> Any:
-        if not self.running or self._conn is None:
-            raise CommandError(503, self.error or "the twin is not running")
+        status, reason = self.health()
+        child = self._child
+        if status != "ok" or child is None:
+            raise CommandError(503, reason or "the twin is not running")
         call_id = next(self._ids)
-        future: Future[tuple[bool, Any]] = Future()
-        self._calls[call_id] = future
+        future: Future[Reply] = Future()
+        child.calls[call_id] = future
         try:
-            with self._send_lock:
-                self._conn.send(("call", call_id, method, args))
-            ok, value = future.result(CALL_TIMEOUT_S)
+            if not self._send_lock.acquire(timeout=CALL_TIMEOUT_S):
+                raise CommandError(503, f"the twin did not take the call within {CALL_TIMEOUT_S:g} s")
+            try:
+                child.conn.send(("call", call_id, time.monotonic() + CALL_TIMEOUT_S, method, args))
+            finally:
+                self._send_lock.release()
+            ok, value, control = future.result(CALL_TIMEOUT_S + CALL_GRACE_S)
         except FutureTimeout:
-            raise CommandError(504, f"the twin did not answer within {CALL_TIMEOUT_S:g} s") from None
+            child.unanswered = time.monotonic()  # the next callers are refused at once, until it speaks again
+            raise CommandError(503, f"the twin did not answer within {CALL_TIMEOUT_S:g} s") from None
         except (BrokenPipeError, OSError):
             raise CommandError(503, self.error or "the twin is not running") from None
         finally:
-            self._calls.pop(call_id, None)
+            child.calls.pop(call_id, None)
+        if control is not None:  # persisted before the API acknowledges the action
+            self._control = control
+            self._persist_control()
         if not ok:
-            status, text = value
-            raise CommandError(int(status), str(text))
+            status_code, text = value
+            raise CommandError(int(status_code), str(text))
         return value
 
     def intersection_index(self, inter_id: str) -> int:

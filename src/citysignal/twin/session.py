@@ -12,6 +12,8 @@ subscriptions, see shared anchors), and only the fields some consumer declared a
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 import tempfile
 from functools import cached_property
 from pathlib import Path
@@ -78,8 +80,8 @@ class Twin:
         cmd = [
             binary("sumo-gui" if self.gui else "sumo"),
             "-c", str(sc.sumocfg),
-            "--begin", f"{sc.begin:g}",
-            "--end", f"{sc.end:g}",
+            "--begin", f"{sc.begin:.3f}",  # not :g, which rounds times past 10^6 s
+            "--end", f"{sc.end:.3f}",
             "--seed", str(self.seed),
             "--step-length", "1",
             "--time-to-teleport", "-1",
@@ -104,11 +106,31 @@ class Twin:
     def __enter__(self) -> Twin:
         self._tmp = tempfile.TemporaryDirectory(prefix="citysignal-")
         api: ModuleType = importlib.import_module("traci" if self.gui else "libsumo")
+        # libsumo raises a generic error ("Process Error") and prints the reason on this process's stderr
+        # (fd 2, from C++), so fd 2 goes to a file while SUMO loads; sumo-gui is a child process that
+        # would keep the file for its lifetime, and shows its errors itself.
+        log = Path(self._tmp.name) / "sumo-start.log"
+        failure: Exception | None = None
+        sys.stderr.flush()
+        saved = None if self.gui else os.dup(2)
         try:
+            if saved is not None:
+                with log.open("wb") as fh:
+                    os.dup2(fh.fileno(), 2)
             api.start(self._command(Path(self._tmp.name)))
         except Exception as exc:  # SUMO reports bad input as a generic error
+            failure = exc
+        finally:
+            if saved is not None:
+                os.dup2(saved, 2)
+                os.close(saved)
+        said = log.read_text(errors="replace") if log.is_file() else ""
+        if failure is not None:
+            errors = [line.removeprefix("Error:") for line in said.splitlines() if line.startswith("Error:")]
+            reason = " ".join((errors[0] if errors else str(failure) or type(failure).__name__).split())
             self._tmp.cleanup()
-            raise UserError(f"SUMO could not load {self.scenario.sumocfg}: {exc}") from exc
+            raise UserError(f"SUMO could not load {self.scenario.sumocfg}: {reason[:400]}") from failure
+        sys.stderr.write(said)  # whatever SUMO said while loading, back where it belongs
         self._api = api
         if "passed" in self.fields:
             self._detectors = [f"cs_{k}" for k in self.layout.incoming_lanes]
@@ -211,3 +233,19 @@ class Twin:
     def teleports_started(self) -> int:
         """Vehicles that started teleporting in the last step (0 with teleporting off, unless jammed)."""
         return int(self._api.simulation.getStartingTeleportNumber())
+
+    # snapshots -----------------------------------------------------------------------------
+    def save_state(self) -> bytes:
+        """SUMO's whole simulation state now (vehicles, routes, detectors, programs), gzip-compressed XML."""
+        assert self._tmp is not None
+        path = Path(self._tmp.name) / "state.xml.gz"  # SUMO compresses by the file name
+        self._api.simulation.saveState(str(path))
+        return path.read_bytes()
+
+    def load_state(self, state: bytes) -> None:
+        """Jump to a state from `save_state` of the same scenario. SUMO does not restore signal states set
+        from outside (its "online" programs): the caller writes them again before the next step."""
+        assert self._tmp is not None
+        path = Path(self._tmp.name) / "state.xml.gz"
+        path.write_bytes(state)
+        self._api.simulation.loadState(str(path))
