@@ -278,8 +278,14 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt.")] = False,
     begin: Annotated[float | None, typer.Option(help="Training window start (s); default: each scenario's.")] = None,
     end: Annotated[float | None, typer.Option(help="Training window end (s); default: each scenario's.")] = None,
+    teacher: Annotated[str, typer.Option(help="Classic controller imitated first; the validation baseline.")] = (
+        "advanced_mp"
+    ),
+    imitation_epochs: Annotated[int, typer.Option(min=0, help="Behaviour-cloning passes; 0: no warm start.")] = 20,
+    trust: Annotated[float, typer.Option(min=0.0, max=1.0, help="The deployed rule's trust region.")] = 0.5,
+    validate_every: Annotated[int, typer.Option(min=1, help="Validate under the deployed rule every N.")] = 2,
 ) -> None:
-    """Train the shared AI policy (PPO, parameter sharing) and export it for NumPy inference."""
+    """Train the shared AI policy (imitation, then PPO with parameter sharing) for NumPy inference."""
     from citysignal.scenarios import resolve
 
     try:
@@ -288,7 +294,13 @@ def train(
         hint = "pip install torch==2.13.0 'citysignal[train]'"
         raise UserError(f"training needs the train extra ({hint}): {exc}") from exc
     resolved = [resolve(s, begin, end) for s in scenarios.split(",") if s]
-    config = TrainConfig(resolved, out, episodes=episodes, workers=workers, address=address, seed=seed, resume=resume)
+    from citysignal.control import make_controller
+
+    make_controller(teacher)  # an unknown name is a one-line error before any work
+    config = TrainConfig(
+        resolved, out, episodes=episodes, workers=workers, address=address, seed=seed, resume=resume,
+        teacher=teacher, imitation_epochs=imitation_epochs, trust=trust, validate_every=validate_every,
+    )  # fmt: skip
     err = Console(stderr=True)
     with _progress(err) as progress:
         task = progress.add_task("training", total=1.0)

@@ -43,7 +43,7 @@ from typing import ClassVar
 import numpy as np
 from numpy.typing import NDArray
 
-from citysignal.control.adaptive import AdvancedMaxPressure
+from citysignal.control.adaptive import reach_fraction
 from citysignal.control.base import Controller
 from citysignal.control.pressure import spillback
 from citysignal.errors import UserError
@@ -51,9 +51,12 @@ from citysignal.network.layout import Layout
 from citysignal.twin.observation import Observation, ProgramPosition
 
 FloatArray = NDArray[np.float64]
-MOVEMENT_FEATURES = 4
+MOVEMENT_FEATURES = 6
 GREEN_FEATURES = 2
 QUEUE_SCALE = 10.0
+TRUST = 0.5  # the trust region: greens scoring at least this share of the anchor's best
+OOD_FACTOR = 1.5  # inputs beyond this multiple of the largest seen in training fall back to the anchor
+REACH_M = 167.0  # Advanced-MP's detection range for vehicles approaching a green
 TIME_SCALE = 60.0
 PARAM_NAMES = ("w1", "b1", "w2", "b2", "w3", "b3", "w4", "b4", "alpha", "wv1", "bv1", "wv2", "bv2")
 
@@ -72,6 +75,7 @@ class CityIndex:
     slots: NDArray[np.int64]  # (intersections x max greens) global green index, -1 = padding
     n_greens: int
     n_intersections: int
+    mov_int: NDArray[np.int64]  # intersection of each movement
 
     @cached_property
     def _segments(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -104,24 +108,51 @@ class CityIndex:
         local = np.arange(layout.n_greens) - layout.green_start[layout.green_int]
         slots[layout.green_int, local] = np.arange(layout.n_greens)
         return cls(
-            layout.serve_green, layout.serve_mov, layout.green_int, slots, layout.n_greens, layout.n_intersections
+            layout.serve_green,
+            layout.serve_mov,
+            layout.green_int,
+            slots,
+            layout.n_greens,
+            layout.n_intersections,
+            layout.mov_int,
         )
 
 
 def movement_features(layout: Layout, obs: Observation) -> FloatArray:
-    """(movements x 4) inputs of the movement encoder."""
+    """(movements x 6) inputs of the movement encoder, each O(1):
+
+    0 queued on the incoming lane, 1 moving towards the stop line within `REACH_M`, 2 queued on the
+    outgoing lane (all / `QUEUE_SCALE`), 3 occupancy of the outgoing lane (a fraction), 4 vehicles
+    waiting to be inserted on the incoming lane's edge (/ `QUEUE_SCALE`), 5 the outgoing lane is full
+    of queued vehicles (spill-back, 0 or 1)."""
     halting = obs.lane("halting")
-    moving = obs.lane("vehicles") - halting
-    occupancy = obs.lane("occupancy")
+    moving = (obs.lane("vehicles") - halting)[layout.mov_in] * np.minimum(1.0, reach_fraction(layout, REACH_M))
+    pending = obs.pending[layout.mov_in] if obs.pending is not None else np.zeros(len(layout.mov_in))
     return np.stack(
         [
             halting[layout.mov_in] / QUEUE_SCALE,
-            moving[layout.mov_in] / QUEUE_SCALE,
+            moving / QUEUE_SCALE,
             halting[layout.mov_out] / QUEUE_SCALE,
-            occupancy[layout.mov_out],
+            obs.lane("occupancy")[layout.mov_out],
+            pending / QUEUE_SCALE,
+            spillback(layout, halting).astype(np.float64),
         ],
         axis=-1,
     )
+
+
+def anchor_scores(index: CityIndex, mov: FloatArray, green: FloatArray) -> FloatArray:
+    """Per green, Advanced-MP's score from the movement features: its insertion- and spill-back-aware
+    efficient pressure, and for the running green the larger of that and the vehicles still moving
+    towards its stop lines, so that the highest score is Advanced-MP's choice (keep or switch).
+    The skip connection of the policy, and the trust region around it."""
+    full = mov[:, 5] > 0.5
+    pressure = mov[:, 0] + mov[:, 4] - mov[:, 2]
+    pressure = np.where(full, np.minimum(pressure, 0.0), pressure)
+    running = np.where(full, 0.0, mov[:, 1])
+    per_green = index.sum_per_green(np.stack([pressure[index.serve_mov], running[index.serve_mov]], axis=-1))
+    current = green[:, 0]
+    return np.asarray(per_green[:, 0] + current * np.maximum(per_green[:, 1] - per_green[:, 0], 0.0))
 
 
 def green_features(layout: Layout, obs: Observation) -> FloatArray:
@@ -145,10 +176,8 @@ def forward(
     """Scores (greens) and values (intersections) for one city snapshot; mirrors `learn.model`."""
     h = _dense_relu(_dense_relu(mov, params["w1"], params["b1"]), params["w2"], params["b2"])
     emb = index.sum_per_green(h[index.serve_mov])
-    pressure = np.bincount(index.serve_green, weights=mov[index.serve_mov, 0] - mov[index.serve_mov, 2],
-                           minlength=index.n_greens)  # fmt: skip
     z = _dense_relu(np.concatenate([emb, green], axis=-1), params["w3"], params["b3"])
-    scores = z @ params["w4"][:, 0] + params["b4"][0] + params["alpha"][0] * pressure
+    scores = z @ params["w4"][:, 0] + params["b4"][0] + params["alpha"][0] * anchor_scores(index, mov, green)
     pooled = index.mean_per_intersection(emb)
     v = _dense_relu(pooled, params["wv1"], params["bv1"])
     values = v @ params["wv2"][:, 0] + params["bv2"][0]
@@ -200,34 +229,39 @@ class Deployed:
 
     choice: NDArray[np.int64]
     fallback: NDArray[np.bool_]  # inputs out of the training range: the anchor decided
-    overruled: NDArray[np.bool_]  # the policy's choice fell outside the trust region: the anchor decided
+    overruled: NDArray[np.bool_]  # the policy's favourite was outside the trust region
+
+
+def trust_region(index: CityIndex, anchor: FloatArray, trust: float) -> NDArray[np.bool_]:
+    """(intersections x max greens) the greens the policy may choose: those whose anchor score is at
+    least `trust` x the intersection's best (all of them where nothing is queued, or `trust` is 0)."""
+    padded = masked_logits(index, anchor)
+    top = padded.max(axis=1, keepdims=True)
+    allowed = (index.slots >= 0) & ((padded >= trust * top) | (top <= 0.0) | (trust <= 0.0))
+    return np.asarray(allowed)
 
 
 def deployed_choice(
-    layout: Layout,
-    policy: NDArray[np.int64],
+    index: CityIndex,
+    logits: FloatArray,
     mov: FloatArray,
+    green: FloatArray,
     feature_max: FloatArray,
-    anchor: AdvancedMaxPressure,
-    obs: Observation,
     ood_factor: float,
     trust: float,
 ) -> Deployed:
-    """The rule that runs: the policy's greens, with the OOD fallback and the trust region."""
+    """The rule that runs, in training's validation as in the controller: the policy's best green
+    inside the trust region; the anchor's choice where the inputs leave the training range."""
+    anchor = anchor_scores(index, mov, green)
+    allowed = trust_region(index, anchor, trust)
+    favourite = np.argmax(logits, axis=1)
+    choice = np.argmax(np.where(allowed, logits, -np.inf), axis=1)
+    overruled = ~np.take_along_axis(allowed, favourite[:, None], axis=1)[:, 0]
     odd = ~np.isfinite(mov).all(axis=1) | (mov > ood_factor * feature_max).any(axis=1)
-    fallback = np.bincount(layout.mov_int, weights=odd, minlength=layout.n_intersections) > 0
-    pressure, running = anchor.scores(obs)
-    best = layout.argmax_green(pressure)
-    top = pressure[layout.green_start + best]
-    current = obs.phase >= 0
-    keep = current & (running[layout.green_start + np.maximum(obs.phase, 0)] >= top)
-    anchor_choice = np.where(keep, obs.phase, best)
-    chosen = pressure[layout.green_start + policy]
-    keeping = current & (policy == obs.phase)
-    support = np.where(keeping, np.maximum(chosen, running[layout.green_start + np.maximum(policy, 0)]), chosen)
-    overruled = (trust > 0) & (top > 0) & (support < trust * top) & ~fallback
-    choice = np.where(fallback | overruled, anchor_choice, policy).astype(np.int64)
-    return Deployed(choice, fallback, overruled)
+    fallback = np.bincount(index.mov_int, weights=odd, minlength=index.n_intersections) > 0
+    anchor_choice = np.argmax(masked_logits(index, anchor), axis=1)
+    choice = np.where(fallback, anchor_choice, choice).astype(np.int64)
+    return Deployed(choice, fallback, overruled & ~fallback)
 
 
 class AiController(Controller):
@@ -235,7 +269,7 @@ class AiController(Controller):
     requires: ClassVar[frozenset[str]] = frozenset({"halting", "vehicles", "occupancy", "pending"})
 
     def __init__(
-        self, policy: Path | None = None, interval: float = 10.0, ood_factor: float = 1.5, trust: float = 0.5
+        self, policy: Path | None = None, interval: float = 10.0, ood_factor: float = OOD_FACTOR, trust: float = TRUST
     ) -> None:
         super().__init__()
         self.policy_path = policy or default_policy_path()
@@ -243,7 +277,6 @@ class AiController(Controller):
         self.interval = interval
         self.ood_factor = ood_factor
         self.trust = trust
-        self.anchor = AdvancedMaxPressure(interval=interval)
 
     def reset(self, layout: Layout, position: ProgramPosition, seed: int = 0) -> None:
         super().reset(layout, position, seed)
@@ -252,7 +285,6 @@ class AiController(Controller):
         self.fallback = np.zeros(layout.n_intersections, dtype=bool)
         self.overruled = np.zeros(layout.n_intersections, dtype=bool)
         self.request = self.hold_all()
-        self.anchor.reset(layout, position, seed)
         self.counts = {"decisions": 0, "fallback": 0, "overruled": 0}
         self._last_obs: Observation | None = None
         self._next = -np.inf
@@ -264,9 +296,10 @@ class AiController(Controller):
         self._last_obs = obs
         lay = self.lay
         mov = movement_features(lay, obs)
-        self.scores, _ = forward(self.params, self.index, np.nan_to_num(mov), green_features(lay, obs))
-        policy = np.argmax(masked_logits(self.index, self.scores), axis=1).astype(np.int64)
-        rule = deployed_choice(lay, policy, mov, self.feature_max, self.anchor, obs, self.ood_factor, self.trust)
+        green = green_features(lay, obs)
+        self.scores, _ = forward(self.params, self.index, np.nan_to_num(mov), green)
+        logits = masked_logits(self.index, self.scores)
+        rule = deployed_choice(self.index, logits, mov, green, self.feature_max, self.ood_factor, self.trust)
         self.fallback, self.overruled = rule.fallback, rule.overruled
         self.counts["decisions"] += lay.n_intersections
         self.counts["fallback"] += int(rule.fallback.sum())

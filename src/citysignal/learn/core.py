@@ -3,7 +3,8 @@
 `CityCore` is what both the PettingZoo environment and the trainer's rollout workers drive: every
 `interval` seconds the agents' requests go to the guard (which still runs every 1 s of simulation in
 between, carrying deferred requests out as soon as min green allows), and each intersection is
-rewarded with minus the mean number of vehicles queued on its incoming lanes over the interval.
+rewarded with minus the mean number of vehicles queued on its incoming lanes over the interval (vehicles
+waiting to be inserted on an entry lane's edge included: a queue that continues off the map).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from citysignal.scenarios import Scenario
 from citysignal.twin import Twin
 from citysignal.twin.observation import Observation
 
-FIELDS = frozenset({"vehicles", "occupancy"}) | GUARD_FIELDS
+FIELDS = frozenset({"vehicles", "occupancy", "pending"}) | GUARD_FIELDS
 
 
 @dataclass
@@ -80,7 +81,7 @@ class CityCore:
             twin.write(self.guard.apply(twin.time, wanted, obs.lane("halting"), obs.lane("passed"), obs.lane("box")))
             twin.step()
             obs = self._observe()
-            queued += self.layout.queue_per_intersection(obs.lane("halting"))
+            queued += self.layout.queue_per_intersection(obs.lane("halting") + obs.lane("pending"))
         self.obs = obs
         return Step(obs, -queued / self.interval / 10.0, twin.done)
 

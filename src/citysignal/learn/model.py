@@ -15,8 +15,22 @@ from torch import nn
 from citysignal.control.ai import GREEN_FEATURES, MOVEMENT_FEATURES, PARAM_NAMES, CityIndex
 
 
+def anchor_scores(
+    serve_green: torch.Tensor, serve_mov: torch.Tensor, mov: torch.Tensor, green: torch.Tensor
+) -> torch.Tensor:
+    """`control.ai.anchor_scores` (Advanced-MP's score per green), batched over time."""
+    full = mov[..., 5] > 0.5
+    pressure = mov[..., 0] + mov[..., 4] - mov[..., 2]
+    pressure = torch.where(full, pressure.clamp(max=0.0), pressure)
+    running = torch.where(full, torch.zeros_like(pressure), mov[..., 1])
+    shape = (mov.shape[0], green.shape[1])
+    p = torch.zeros(shape, dtype=mov.dtype, device=mov.device).index_add(1, serve_green, pressure[:, serve_mov])
+    r = torch.zeros(shape, dtype=mov.dtype, device=mov.device).index_add(1, serve_green, running[:, serve_mov])
+    return p + green[..., 0] * (r - p).clamp(min=0.0)
+
+
 class SharedPolicy(nn.Module):
-    def __init__(self, hidden: int = 32, alpha: float = 4.0, seed: int = 0) -> None:
+    def __init__(self, hidden: int = 32, alpha: float = 10.0, seed: int = 0) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
 
@@ -29,7 +43,7 @@ class SharedPolicy(nn.Module):
         self.w1, self.b1 = weight(MOVEMENT_FEATURES, hidden), zeros(hidden)
         self.w2, self.b2 = weight(hidden, hidden), zeros(hidden)
         self.w3, self.b3 = weight(hidden + GREEN_FEATURES, hidden), zeros(hidden)
-        # Small output layer: the untrained policy is (a soft) max-pressure through `alpha`.
+        # Small output layer: the untrained policy is (a soft) Advanced-MP through `alpha`.
         self.w4, self.b4 = weight(hidden, 1, scale=0.01), zeros(1)
         self.alpha = nn.Parameter(torch.tensor([alpha], dtype=torch.float64))
         self.wv1, self.bv1 = weight(hidden, hidden), zeros(hidden)
@@ -48,10 +62,8 @@ class SharedPolicy(nn.Module):
         emb = torch.zeros(t, index.n_greens, h.shape[-1], dtype=h.dtype, device=dev).index_add(
             1, serve_green, h[:, serve_mov]
         )
-        diff = mov[:, serve_mov, 0] - mov[:, serve_mov, 2]
-        pressure = torch.zeros(t, index.n_greens, dtype=h.dtype, device=dev).index_add(1, serve_green, diff)
         z = torch.relu(torch.cat([emb, green], dim=-1) @ self.w3 + self.b3)
-        scores = (z @ self.w4)[..., 0] + self.b4[0] + self.alpha[0] * pressure
+        scores = (z @ self.w4)[..., 0] + self.b4[0] + self.alpha[0] * anchor_scores(serve_green, serve_mov, mov, green)
         pooled = torch.zeros(t, index.n_intersections, h.shape[-1], dtype=h.dtype, device=dev).index_add(
             1, green_int, emb
         )
@@ -60,11 +72,13 @@ class SharedPolicy(nn.Module):
         values = (v @ self.wv2)[..., 0] + self.bv2[0]
         return scores, values
 
-    def log_probs(self, index: CityIndex, scores: torch.Tensor) -> torch.Tensor:
-        """(T x N x max greens) log-probabilities, padding at -inf."""
+    def log_probs(self, index: CityIndex, scores: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """(T x N x max greens) log-probabilities, padding (and greens outside `allowed`) at -inf."""
         slots = torch.as_tensor(index.slots, device=scores.device)
         padded = scores[:, slots.clamp(min=0)]
         padded = padded.masked_fill((slots < 0)[None], float("-inf"))
+        if allowed is not None:
+            padded = padded.masked_fill(~allowed, float("-inf"))
         return torch.log_softmax(padded, dim=-1)
 
     def numpy_params(self) -> dict[str, NDArray[np.float64]]:

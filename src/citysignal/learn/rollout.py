@@ -14,7 +14,23 @@ import numpy as np
 from numpy.typing import NDArray
 
 from citysignal.bench.metrics import trip_metrics
-from citysignal.control.ai import CityIndex, forward, green_features, log_softmax, masked_logits, sample
+from citysignal.control.ai import (
+    MOVEMENT_FEATURES,
+    OOD_FACTOR,
+    TRUST,
+    CityIndex,
+    anchor_scores,
+    deployed_choice,
+    forward,
+    green_features,
+    log_softmax,
+    masked_logits,
+    sample,
+    trust_region,
+)
+from citysignal.control.guard import HOLD
+from citysignal.control.registry import make_controller
+from citysignal.errors import UserError
 from citysignal.learn.core import CityCore
 from citysignal.scenarios import Scenario
 
@@ -31,15 +47,22 @@ class Rollout:
     logp: list[FloatArray] = field(default_factory=list)
     values: list[FloatArray] = field(default_factory=list)
     rewards: list[FloatArray] = field(default_factory=list)
+    allowed: list[NDArray[np.bool_]] = field(default_factory=list)
     metrics: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def feature_max(self) -> FloatArray:
-        return np.max([m.max(axis=0) for m in self.mov], axis=0) if self.mov else np.zeros(4)
+    feature_max: FloatArray = field(default_factory=lambda: np.zeros(MOVEMENT_FEATURES))
 
 
-def rollout(scenario: Scenario, params: dict[str, FloatArray], seed: int, greedy: bool = False) -> Rollout:
-    """One episode of the shared policy (sampled, or greedy for validation)."""
+def rollout(
+    scenario: Scenario,
+    params: dict[str, FloatArray],
+    seed: int,
+    greedy: bool = False,
+    rule: RuleConfig | None = None,
+) -> Rollout:
+    """One episode of the shared policy under the deployed rule's trust region: sampled inside it for
+    training, or exactly the deployed rule (trust region and out-of-range fallback) for validation.
+    The metrics gain the shares of decisions the fallback and the trust region took over."""
+    rule = rule or RuleConfig()
     rng = np.random.default_rng(seed)
     result = Rollout(scenario, seed)
     with tempfile.TemporaryDirectory(prefix="citysignal-rollout-") as tmp:
@@ -47,19 +70,31 @@ def rollout(scenario: Scenario, params: dict[str, FloatArray], seed: int, greedy
         core = CityCore(scenario, tripinfo=tripinfo)
         index = CityIndex.from_layout(core.layout)
         obs = core.reset(seed)
+        decisions = fallback = overruled = 0
         try:
             while True:
                 mov = core.features()
                 green = green_features(core.layout, obs)
                 scores, values = forward(params, index, mov, green)
                 logits = masked_logits(index, scores)
-                actions = np.argmax(logits, axis=1).astype(np.int64) if greedy else sample(logits, rng)
+                result.feature_max = np.maximum(result.feature_max, np.nan_to_num(mov).max(axis=0))
+                if greedy:
+                    deployed = deployed_choice(index, logits, mov, green, rule.feature_max, rule.ood_factor, rule.trust)
+                    actions = deployed.choice
+                    decisions += len(actions)
+                    fallback += int(deployed.fallback.sum())
+                    overruled += int(deployed.overruled.sum())
+                else:
+                    allowed = trust_region(index, anchor_scores(index, mov, green), rule.trust)
+                    inside = np.where(allowed, logits, -np.inf)
+                    actions = sample(inside, rng)
                 step = core.step(actions)
                 if not greedy:
                     result.mov.append(mov.astype(np.float32))
                     result.green.append(green.astype(np.float32))
                     result.actions.append(actions)
-                    result.logp.append(np.take_along_axis(log_softmax(logits), actions[:, None], axis=1)[:, 0])
+                    result.allowed.append(allowed)
+                    result.logp.append(np.take_along_axis(log_softmax(inside), actions[:, None], axis=1)[:, 0])
                     result.values.append(values)
                     result.rewards.append(step.reward)
                 obs = step.obs
@@ -68,4 +103,60 @@ def rollout(scenario: Scenario, params: dict[str, FloatArray], seed: int, greedy
         finally:
             core.close()
         result.metrics = trip_metrics(tripinfo)
+    if decisions:
+        result.metrics.update(ai_fallback_rate=fallback / decisions, ai_trust_takeover_rate=overruled / decisions)
     return result
+
+
+@dataclass(frozen=True)
+class RuleConfig:
+    """The deployed rule's settings, as `control.ai.AiController` applies them."""
+
+    trust: float = TRUST
+    ood_factor: float = OOD_FACTOR
+    feature_max: FloatArray = field(default_factory=lambda: np.full(MOVEMENT_FEATURES, np.inf))
+
+
+@dataclass
+class Demonstration:
+    """A teacher's episode, seen as the policy sees it: features, and at every decision the green the
+    teacher had running (or was changing to) by the next decision."""
+
+    scenario: Scenario
+    mov: list[FloatArray] = field(default_factory=list)
+    green: list[FloatArray] = field(default_factory=list)
+    labels: list[NDArray[np.int64]] = field(default_factory=list)
+    allowed: list[NDArray[np.bool_]] = field(default_factory=list)
+    feature_max: FloatArray = field(default_factory=lambda: np.zeros(MOVEMENT_FEATURES))
+
+
+def demonstrate(scenario: Scenario, teacher: str, seed: int, trust: float = TRUST) -> Demonstration:
+    """One episode of a classic controller (one that decides; not a SUMO program) driving every
+    intersection through the guard, recorded for behaviour cloning."""
+    controller = make_controller(teacher)
+    if controller.sumo_program is not None:
+        raise UserError(f"teacher '{teacher}' is a SUMO program: it cannot be imitated here; choose one that decides")
+    core = CityCore(scenario)
+    core.background = controller
+    core.background_mask[:] = True
+    index = CityIndex.from_layout(core.layout)
+    demo = Demonstration(scenario)
+    hold = np.full(core.layout.n_intersections, HOLD, dtype=np.int64)
+    obs = core.reset(seed)
+    try:
+        while True:
+            mov = core.features()
+            green = green_features(core.layout, obs)
+            step = core.step(hold)
+            guard = core.guard
+            demo.mov.append(mov.astype(np.float32))
+            demo.green.append(green.astype(np.float32))
+            demo.labels.append(np.where(guard.green >= 0, guard.green, guard.target).astype(np.int64))
+            demo.allowed.append(trust_region(index, anchor_scores(index, mov, green), trust))
+            demo.feature_max = np.maximum(demo.feature_max, np.nan_to_num(mov).max(axis=0))
+            obs = step.obs
+            if step.done:
+                break
+    finally:
+        core.close()
+    return demo

@@ -1,12 +1,18 @@
-"""PPO with parameter sharing: one policy for every intersection of every training city.
+"""Behaviour cloning, then PPO with parameter sharing: one policy for every intersection of every city.
+
+Warm start (DemoLight-style): the policy first imitates a classic teacher (`teacher`, by default
+Advanced-MP, the anchor of the deployed rule) on every training scenario, by cross-entropy inside the
+trust region, for `imitation_epochs` passes over one demonstration episode per scenario.
 
 Each iteration, Ray workers (one SUMO each) roll the current weights out on every training scenario
 (NumPy, sampled actions); the learner then runs `epochs` passes of clipped PPO over that experience,
 one scenario-episode per minibatch, every intersection an agent of the same policy (RESCO's
-SharedAgent pattern, with action masks from the padding of each intersection's greens). Every
-`validate_every` iterations the greedy policy runs on held-back seeds of the same scenarios and the
-checkpoint with the lowest validation delay relative to max-pressure (measured on the same seeds)
-is kept, not the last or the best training episode.
+SharedAgent pattern, with action masks from the padding of each intersection's greens and from the
+deployed rule's trust region, so that what is learned is what may run). Every `validate_every`
+iterations the policy runs under exactly the deployed rule (trust region, out-of-range fallback with
+the feature range seen so far) on held-back seeds of the same scenarios, and the checkpoint with the
+lowest validation delay relative to the teacher (measured on the same seeds) is kept, not the last
+or the best training episode. How often the fallback and the trust region took over is logged.
 
 Outputs in `out`: `checkpoint.pt` (resumable: model, optimizer, iteration, log), `best.npz` (the
 selected policy, NumPy), `train_log.csv`, TensorBoard events when tensorboard is installed.
@@ -24,9 +30,9 @@ import numpy as np
 import torch
 
 from citysignal.bench.episode import run_episode
-from citysignal.control.ai import CityIndex, save_policy
+from citysignal.control.ai import MOVEMENT_FEATURES, TRUST, CityIndex, save_policy
 from citysignal.learn.model import SharedPolicy
-from citysignal.learn.rollout import Rollout, rollout
+from citysignal.learn.rollout import Demonstration, Rollout, RuleConfig, demonstrate, rollout
 from citysignal.network import load_network
 from citysignal.network.layout import Layout
 from citysignal.scenarios import Scenario
@@ -42,7 +48,7 @@ class TrainConfig:
     workers: int = 2  # Ray workers (one SUMO process each)
     address: str | None = None  # Ray cluster address; None starts Ray locally
     seed: int = 0
-    lr: float = 1e-3
+    lr: float = 3e-4
     gamma: float = 0.9  # per 10 s decision: a horizon of about 100 s
     lam: float = 0.95
     clip: float = 0.2
@@ -50,8 +56,11 @@ class TrainConfig:
     entropy: float = 0.003
     value_coef: float = 0.5
     validate_every: int = 2
-    validation_seeds: tuple[int, ...] = (10_001,)
+    validation_seeds: tuple[int, ...] = (10_001, 10_002)
     resume: bool = False
+    teacher: str = "advanced_mp"  # imitated first, and the validation baseline
+    imitation_epochs: int = 20  # 0: no warm start
+    trust: float = TRUST  # the deployed rule's trust region, in training as at run time
 
 
 @dataclass
@@ -59,6 +68,7 @@ class Progress:
     iteration: int = 0
     best_score: float = float("inf")
     best_iteration: int = -1
+    imitated: bool = False
     log: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -84,7 +94,7 @@ class Trainer:
         self.model = SharedPolicy(seed=config.seed).to(self.device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr)
         self.progress = Progress()
-        self.feature_max = np.zeros(4)  # the largest inputs seen in training: the OOD fallback's range
+        self.feature_max = np.zeros(MOVEMENT_FEATURES)  # the largest inputs seen in training: the OOD range
         self.indexes = {
             sc.name: CityIndex.from_layout(Layout.from_network(load_network(sc.net_file, sc.additional_files)))
             for sc in config.scenarios
@@ -126,18 +136,21 @@ class Trainer:
     def run(self) -> Path:
         cfg = self.config
         if not self.baseline:
-            self.on_progress("max-pressure baseline on validation seeds", 0.0)
-            jobs = [(sc, "maxpressure", s) for sc in cfg.scenarios for s in cfg.validation_seeds]
+            self.on_progress(f"{cfg.teacher} baseline on validation seeds", 0.0)
+            jobs = [(sc, cfg.teacher, s) for sc in cfg.scenarios for s in cfg.validation_seeds]
             runs = self._map(run_episode, jobs)
             for sc in cfg.scenarios:
                 delays = [r.metrics["resco_delay"] for r in runs if r.scenario == sc.name]  # type: ignore[attr-defined]
                 self.baseline[sc.name] = float(np.mean(delays))
+        if cfg.imitation_epochs and not self.progress.imitated:
+            self._imitate()
         while self.progress.iteration < cfg.episodes:
             it = self.progress.iteration
             started = time.perf_counter()
             params = self.model.numpy_params()
             seeds = [cfg.seed * 100_000 + it * len(cfg.scenarios) + j for j in range(len(cfg.scenarios))]
-            jobs = [(sc, params, s) for sc, s in zip(cfg.scenarios, seeds, strict=True)]
+            rule = RuleConfig(trust=cfg.trust)
+            jobs = [(sc, params, s, False, rule) for sc, s in zip(cfg.scenarios, seeds, strict=True)]
             rollouts: list[Rollout] = self._map(rollout, jobs)  # type: ignore[assignment]
             self.feature_max = np.maximum(self.feature_max, np.max([r.feature_max for r in rollouts], axis=0))
             losses = self._update(rollouts)
@@ -179,11 +192,12 @@ class Trainer:
                 mov = torch.as_tensor(np.array(r.mov), dtype=torch.float64, device=dev)
                 green = torch.as_tensor(np.array(r.green), dtype=torch.float64, device=dev)
                 actions = torch.as_tensor(np.array(r.actions), device=dev)
+                allowed = torch.as_tensor(np.array(r.allowed), device=dev)
                 old_logp = torch.as_tensor(np.array(r.logp), device=dev)
                 advantage = torch.as_tensor((adv - mean) / scale, device=dev)
                 returns = torch.as_tensor(ret, device=dev)
                 scores, values = self.model(index, mov, green)
-                logp_all = self.model.log_probs(index, scores)
+                logp_all = self.model.log_probs(index, scores, allowed)
                 logp = logp_all.gather(-1, actions[..., None])[..., 0]
                 ratio = torch.exp(logp - old_logp)
                 policy_loss = -torch.min(ratio * advantage, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * advantage).mean()
@@ -204,13 +218,17 @@ class Trainer:
     def _validate(self) -> dict[str, float]:
         cfg = self.config
         params = self.model.numpy_params()
-        jobs = [(sc, params, s, True) for sc in cfg.scenarios for s in cfg.validation_seeds]
+        rule = RuleConfig(trust=cfg.trust, feature_max=self.feature_max)
+        jobs = [(sc, params, s, True, rule) for sc in cfg.scenarios for s in cfg.validation_seeds]
         results: list[Rollout] = self._map(rollout, jobs)  # type: ignore[assignment]
         out: dict[str, float] = {}
         ratios = []
         for sc in cfg.scenarios:
             delay = float(np.mean([r.metrics["resco_delay"] for r in results if r.scenario.name == sc.name]))
             out[f"val_delay/{sc.name}"] = delay
+            mine = [r for r in results if r.scenario.name == sc.name]
+            for key in ("ai_fallback_rate", "ai_trust_takeover_rate"):
+                out[f"val_{key}/{sc.name}"] = float(np.mean([r.metrics[key] for r in mine]))
             ratios.append(delay / max(self.baseline[sc.name], 1e-6))
         score = float(np.mean(ratios))
         out["val_score"] = score
@@ -219,9 +237,46 @@ class Trainer:
             self.progress.best_iteration = self.progress.iteration
             names = ", ".join(sc.name for sc in cfg.scenarios)
             note = f"citysignal PPO shared policy; trained on {names}; iteration {self.progress.iteration}; "
-            note += f"validation delay / max-pressure = {score:.3f}; config {asdict(cfg) | {'scenarios': names}}"
+            note += f"validation delay / {cfg.teacher} = {score:.3f} under the deployed rule; "
+            note += f"config {asdict(cfg) | {'scenarios': names}}"
             save_policy(cfg.out / "best.npz", params, self.feature_max, note)
         return out
+
+    def _imitate(self) -> None:
+        """Behaviour cloning of the teacher inside the trust region, before any PPO iteration."""
+        cfg = self.config
+        self.on_progress(f"imitating {cfg.teacher}", 0.0)
+        jobs = [(sc, cfg.teacher, cfg.seed * 100_000 + 50_000 + j, cfg.trust) for j, sc in enumerate(cfg.scenarios)]
+        demos: list[Demonstration] = self._map(demonstrate, jobs)  # type: ignore[assignment]
+        for demo in demos:
+            self.feature_max = np.maximum(self.feature_max, demo.feature_max)
+        dev = self.device
+        accuracy = 0.0
+        for epoch in range(cfg.imitation_epochs):
+            hits = total = 0
+            for demo in demos:
+                index = self.indexes[demo.scenario.name]
+                mov = torch.as_tensor(np.array(demo.mov), dtype=torch.float64, device=dev)
+                green = torch.as_tensor(np.array(demo.green), dtype=torch.float64, device=dev)
+                labels = torch.as_tensor(np.array(demo.labels), device=dev)
+                allowed = torch.as_tensor(np.array(demo.allowed), device=dev)
+                scores, _ = self.model(index, mov, green)
+                logp = self.model.log_probs(index, scores, allowed)
+                taken = logp.gather(-1, labels.clamp(min=0)[..., None])[..., 0]
+                valid = (labels >= 0) & torch.isfinite(taken)
+                loss = -(taken[valid]).mean()
+                self.optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                self.optimizer.step()
+                hits += int((logp.argmax(-1) == labels)[valid].sum())
+                total += int(valid.sum())
+            accuracy = hits / max(total, 1)
+            frac = (epoch + 1) / cfg.imitation_epochs
+            self.on_progress(f"imitation epoch {epoch + 1}: agreement {accuracy:.3f}", frac)
+        self.progress.imitated = True
+        self.progress.log.append({"iteration": -1, "imitation_agreement": accuracy})
+        self._save(self.progress.log[-1])
 
     def _save(self, row: dict[str, float]) -> None:
         torch.save(
