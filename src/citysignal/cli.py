@@ -140,12 +140,12 @@ def bench(
     window = time_option(begin, "--begin"), time_option(end, "--end")
     names = [c for arg in controller for c in arg.split(",") if c]
     for name in names:  # unknown names and bad policies fail here, before any simulation starts
-        make_controller(name, policy if name == "ai" else None)
+        make_controller(name, policy if name.startswith("ai") else None)
     resolved = [resolve(s, *window) for arg in scenario for s in arg.split(",") if s]
     for sc in resolved:  # a bad net fails here in one line, not inside a worker
         load_network(sc.net_file, sc.additional_files)
     jobs = [
-        Job(sc, c, DEFAULT_SEED + k, max_red, policy if c == "ai" else None)
+        Job(sc, c, DEFAULT_SEED + k, max_red, policy if c.startswith("ai") else None)
         for sc in resolved
         for c in names
         for k in range(seeds)

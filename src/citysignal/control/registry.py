@@ -19,6 +19,7 @@ FACTORIES: dict[str, Callable[[], Controller]] = {
     "advanced_mp": AdvancedMaxPressure,
     "sotl": Sotl,
     "ai": AiController,
+    "ai_free": lambda: AiController(trust=0.0),  # ablation: the policy without its trust region
 }
 
 
@@ -27,9 +28,11 @@ def controller_names() -> list[str]:
 
 
 def make_controller(name: str, policy: Path | None = None) -> Controller:
-    """A fresh controller; `policy` is the weights file of the `ai` controller (default: shipped)."""
+    """A fresh controller; `policy` is the weights file of the `ai` controllers (default: shipped)."""
     if name == "ai":
         return AiController(policy)
+    if name == "ai_free":
+        return AiController(policy, trust=0.0)
     if policy is not None:
         raise UserError(f"--policy applies to the ai controller, not '{name}'")
     try:
