@@ -135,13 +135,20 @@ class Intersection:
 
     @cached_property
     def all_red_time(self) -> float:
-        """Duration of the program's all-red clearance, 0 when the program has none."""
+        """Duration of the program's all-red clearance, 0 when the program has none.
+
+        A program with no yellow at all (e.g. converted from CityFlow: 5 s of red between greens) uses
+        its clearance as the whole intergreen; a synthesized transition then keeps that intergreen,
+        yellow first and the rest red, instead of adding the yellow on top of it."""
         durations = [
             p.duration
             for p in self.program
             if signals.is_transitional(p.state) and not any(c in "yYu" for c in p.state)
         ]
-        return max(durations) if durations else 0.0
+        clearance = max(durations) if durations else 0.0
+        if not any(any(c in "yYu" for c in p.state) for p in self.program):
+            return max(0.0, clearance - self.yellow_time)
+        return clearance
 
     @cached_property
     def green_signals(self) -> NDArray[np.bool_]:
