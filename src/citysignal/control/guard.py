@@ -7,7 +7,17 @@ sequences and is the only source of the states the twin shows:
   itself shows); an early request is deferred and carried out as soon as it is allowed;
 - transitions: every change runs the model's transition (the program's own yellow/all-red where the
   program goes that way, else a synthesized yellow then all-red), never a direct green-to-red;
-- conflicts: every state written is checked against the hard-conflict relation;
+- prevention: every state is checked *before* it is written, against the state shown now: no
+  hard-conflicting greens, no green dropped without yellow, the right number of signals. A state that
+  fails is never written (counted as `prevented`, logged): the intersection goes to all-red through a
+  legal transition (yellow for what shows green, held for the yellow floor, then red) and then on to the
+  requested green. A green that conflicts in itself is never requested of the twin: requests for it are
+  refused. So safety does not rest on the network model being right (e.g. a transition that drops a
+  green, a corrupted green);
+- yellow and all-red floors: a signal leaves yellow (`y`/`Y`) only after it showed yellow for the
+  yellow floor, and an all-red state is left only after the all-red floor; a shorter transition step is
+  held (counted as `floor_holds`). The floors are the program's own (its shortest yellow, its shortest
+  all-red), else `signals.DEFAULT_YELLOW_S` yellow and no all-red. Red-yellow (`u`) has no floor;
 - clearance: a change ends with the new green only once the junction box is clear of vehicles
   waiting inside it on a movement that has lost its green and conflicts with one the new green
   starts (a permissive left turn waiting for a gap). Until then, for at most `MAX_CLEARANCE_S`, the
@@ -25,16 +35,23 @@ sequences and is the only source of the states the twin shows:
   permissive green of a signal that also has a protected one does not). Pedestrian signals have no
   detectors here, so they are served by the controllers' cycles.
 
-It counts requests refused (not a green of that intersection) and deferred (min green or a running
-transition), max-red preemptions, and violations: any written or observed state that shows
-hard-conflicting greens or drops a green without yellow. By construction it never writes one; in
-monitor mode (SUMO runs its own program, e.g. `actuated`) it checks what SUMO shows instead.
+Detector readings may be faulty (see `citysignal.twin.faults`): a NaN halting or stop-line count is
+*unknown*. An unknown halting count counts as vehicles waiting (the max-red clock runs), an unknown
+count as discharging (a green shown to it serves it): a signal nobody can see is still served within
+max red, and never preempted for on a guess.
+
+It counts requests refused (not a green of that intersection, or a green that conflicts in itself) and
+deferred (min green or a running transition), max-red preemptions, prevented writes, floor holds, and
+violations: any written or observed state that shows hard-conflicting greens or drops a green without
+yellow. Since every write is checked first it never writes one; in monitor mode (SUMO runs its own
+program, e.g. `actuated`) it checks what SUMO shows instead.
 
 Assumes a fixed 1 s control step; durations shorter than a step last one step.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from itertools import pairwise
@@ -45,12 +62,17 @@ from numpy.typing import NDArray
 
 from citysignal.network import signals
 from citysignal.network.layout import Layout
+from citysignal.network.model import Intersection
 from citysignal.twin.observation import ProgramPosition
 
 HOLD = -1
 GUARD_FIELDS = frozenset({"halting", "passed", "box"})  # what `apply` reads from every observation
 DEFAULT_MAX_RED_S = 120.0
 MAX_CLEARANCE_S = 5.0
+CLEARANCE_YELLOW = frozenset("yY")  # the yellow that clears a lost green (red-yellow `u` announces one)
+LOG_LINES = 100
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,6 +83,30 @@ class GuardStats:
     clearance_extensions: int = 0  # seconds of all-red added while vehicles waited inside a junction
     violations: int = 0
     violation_log: list[str] = field(default_factory=list)
+    prevented: int = 0  # states that failed the check before writing and were never shown
+    floor_holds: int = 0  # transition steps held until the yellow or all-red floor was reached
+    prevention_log: list[str] = field(default_factory=list)
+
+
+def _program_floor(inter: Intersection, yellow: bool) -> float:
+    """The program's shortest yellow (or all-red) step; 0 when it has none."""
+    durations = [
+        p.duration
+        for p in inter.program
+        if p.duration > 0
+        and signals.is_transitional(p.state)
+        and (any(c in CLEARANCE_YELLOW for c in p.state) if yellow else not signals.yellow_mask(p.state).any())
+    ]
+    return min(durations, default=0.0)
+
+
+def _all_red(state: str) -> bool:
+    return not any(c in signals.GREEN_CHARS or c in signals.YELLOW_CHARS for c in state)
+
+
+def _to_yellow(state: str) -> str:
+    """What was green turns yellow, what was yellow stays, the rest is red: legal after any state."""
+    return "".join("y" if c in signals.GREEN_CHARS else c if c in CLEARANCE_YELLOW else "r" for c in state)
 
 
 class SafetyGuard:
@@ -103,6 +149,16 @@ class SafetyGuard:
             for rows in (np.flatnonzero((layout.mov_int == k) & (layout.mov_box >= 0)) for k in range(n))
         ]
         self._checked: dict[tuple[int, str, str], list[str]] = {}
+        self._unsafe = np.array(
+            [bool(signals.conflicting_pairs(g, i.hard_conflict)) for i in layout.intersections for g in i.greens],
+            dtype=bool,
+        )  # per global green: one that shows hard-conflicting greens in itself is never shown
+        self.yellow_floor = np.array(
+            [_program_floor(i, True) or signals.DEFAULT_YELLOW_S for i in layout.intersections]
+        )
+        self.all_red_floor = np.array([_program_floor(i, False) for i in layout.intersections])
+        self._yellow_since = np.full(total, np.inf)  # when each signal turned yellow; inf: not yellow
+        self._all_red_from = np.full(n, np.inf)  # when each intersection turned all-red; inf: not all-red
 
     # state --------------------------------------------------------------------------------
     def time_in_phase(self, now: float) -> NDArray[np.float64]:
@@ -120,10 +176,16 @@ class SafetyGuard:
             p, elapsed = int(position.phase[k]), float(position.elapsed[k])
             g = inter.program_green_index[p]
             self.since[k] = now - elapsed
-            self._show(k, inter.program[p].state, check=False)
-            if g >= 0:
+            self._show(k, inter.program[p].state, now - elapsed, check=False)
+            if g >= 0 and self._safe_target(k, g) == g:
                 self.green[k] = g
                 writes[k] = inter.program[p].state
+                continue
+            if g >= 0:  # the program's own green conflicts in itself: SUMO showed it, the guard leaves it now
+                self.target[k] = self._safe_target(k, g)
+                self.since[k] = now
+                self._prevent(k, inter.program[p].state, ["the program's green conflicts in itself"], "green")
+                self._advance(k, now, writes)
                 continue
             n = len(inter.program)
             steps = [(inter.program[p].state, inter.program[p].duration - elapsed)]
@@ -131,8 +193,8 @@ class SafetyGuard:
             while inter.program_green_index[q] < 0 and q != p:
                 steps.append((inter.program[q].state, inter.program[q].duration))
                 q = (q + 1) % n
-            self.target[k] = inter.program_green_index[q]
-            chain = [state for state, _ in steps] + [inter.greens[self.target[k]]]
+            self.target[k] = self._safe_target(k, inter.program_green_index[q])
+            chain = [state for state, _ in steps] + [inter.greens[self.target[k]] if self.target[k] >= 0 else ""]
             if all(not self._problems(k, a, b) for a, b in pairwise(chain)):
                 writes[k] = steps[0][0]
                 self._steps[k] = steps[1:]
@@ -142,7 +204,9 @@ class SafetyGuard:
             while inter.program_green_index[r] < 0 and r != p:
                 r = (r - 1) % n
             before = inter.program_green_index[r]
-            self._steps[k] = list(inter.transition(before, int(self.target[k]))) if before >= 0 else []
+            self._steps[k] = (
+                list(inter.transition(before, int(self.target[k]))) if min(before, self.target[k]) >= 0 else []
+            )
             self.since[k] = now
             self._advance(k, now, writes)
         self.red_since[:] = now
@@ -172,6 +236,8 @@ class SafetyGuard:
 
         in_green = self.green >= 0
         bad = (requests != HOLD) & ((requests < 0) | (requests >= self._n_greens))
+        index = self.layout.green_start + np.clip(requests, 0, np.maximum(self._n_greens - 1, 0))
+        bad |= (requests != HOLD) & self._unsafe[np.minimum(index, len(self._unsafe) - 1)]
         self.stats.refused += int(bad.sum())
         requests = np.where(bad, HOLD, requests)
         self.pending = np.where(requests == self.green, HOLD, self.pending)
@@ -196,14 +262,18 @@ class SafetyGuard:
         passed: NDArray[np.float64] | None,
     ) -> NDArray[np.int64]:
         lay = self.layout
-        waiting = np.bincount(self._mov_signal, weights=halting[lay.mov_in], minlength=lay.n_signals_total) > 0
+        queue = halting[lay.mov_in]
+        queue = np.where(np.isnan(queue), 1.0, queue)  # unknown: someone may be waiting
+        waiting = np.bincount(self._mov_signal, weights=queue, minlength=lay.n_signals_total) > 0
         if passed is None:
             served = self._shown_served
         else:
+            last = self._last_passed if self._last_passed is not None else passed
             # A detector's count can restart (a new aggregation interval): never a negative flow.
-            moved = np.maximum(passed - self._last_passed, 0.0) if self._last_passed is not None else passed * 0.0
-            self._last_passed = np.array(passed, dtype=np.float64)
-            discharged = np.bincount(self._mov_signal, weights=moved[lay.mov_in], minlength=lay.n_signals_total) > 0
+            moved = np.maximum(passed - last, 0.0)[lay.mov_in]
+            moved = np.where(np.isnan(moved), 1.0, moved)  # unknown: a green may be discharging
+            self._last_passed = np.where(np.isnan(passed), last, passed).astype(np.float64)
+            discharged = np.bincount(self._mov_signal, weights=moved, minlength=lay.n_signals_total) > 0
             served = self._shown_green & discharged
         self.red_since[served | ~waiting] = now
         starved = waiting & self._servable & (now - self.red_since > self.max_red)
@@ -226,8 +296,10 @@ class SafetyGuard:
             red_for = np.where(local, now - self.red_since[start : start + inter.n_signals], -1.0)
             oldest = int(np.argmax(red_for))
             count = inter.serve_signals[:, local].sum(axis=1)
-            best = int(np.argmax(np.where(inter.serve_signals[:, oldest], count, -1)))
-            if best != requests[k]:
+            safe = ~self._unsafe[lay.green_start[k] : lay.green_start[k] + len(inter.greens)]
+            options = np.where(inter.serve_signals[:, oldest] & safe, count, -1)
+            best = int(np.argmax(options))
+            if options[best] >= 0 and best != requests[k]:
                 self.stats.max_red_preemptions += 1
                 requests[k] = best
         return requests
@@ -241,23 +313,92 @@ class SafetyGuard:
         self._advance(k, now, writes)
 
     def _advance(self, k: int, now: float, writes: dict[int, str]) -> None:
-        if self._steps[k]:
-            state, duration = self._steps[k].pop(0)
+        """Show the next state of a running change, once it passed the floors and the check.
+
+        Terminates: a failed check replaces what follows with the way to all-red, whose states are
+        legal after any legal state; from all-red only a green can fail (it conflicts in itself), and
+        each such green is dropped for good, down to parking in all-red."""
+        while True:
+            state, duration, kind = self._next_state(k)
+            wait = self._floor_wait(k, state, now)
+            if wait > 1e-9:
+                self.stats.floor_holds += 1
+                self.step_until[k] = now + wait
+                return
+            problems = self._problems(k, self.shown[k], state)
+            if not problems:
+                break
+            self._prevent(k, state, problems, kind)
+        if kind == "step":
+            self._steps[k].pop(0)
             self.step_until[k] = now + max(1.0, duration)
-        elif self._cleared[k] < MAX_CLEARANCE_S and self._box_blocked(k):
-            state = "".join("r" if c in signals.YELLOW_CHARS else c for c in self.shown[k])
+        elif kind == "clear":
             self._cleared[k] += 1.0
             self.stats.clearance_extensions += 1
             self.step_until[k] = now + 1.0
-        else:
+        elif kind == "green":
             self._cleared[k] = 0.0
             self.green[k] = self.target[k]
             self.target[k] = HOLD
             self.since[k] = now
             self.step_until[k] = np.inf
-            state = self.layout.intersections[k].greens[self.green[k]]
+        else:  # parked in all-red: no green of this intersection can be shown
+            self.step_until[k] = np.inf
+            return
         writes[k] = state
-        self._show(k, state)
+        self._show(k, state, now)
+
+    def _next_state(self, k: int) -> tuple[str, float, str]:
+        """The state a running change shows next, its duration, and what it is (nothing is changed)."""
+        if self._steps[k]:
+            state, duration = self._steps[k][0]
+            return state, duration, "step"
+        if self.target[k] == HOLD:
+            return self.shown[k], np.inf, "park"
+        if self._cleared[k] < MAX_CLEARANCE_S and self._box_blocked(k):
+            return "".join("r" if c in signals.YELLOW_CHARS else c for c in self.shown[k]), 1.0, "clear"
+        return self.layout.intersections[k].greens[self.target[k]], np.inf, "green"
+
+    def _floor_wait(self, k: int, state: str, now: float) -> float:
+        """Seconds the shown state must still stay before `state` may follow it (<= 0: none)."""
+        shown = self.shown[k]
+        start = int(self.layout.signal_start[k])
+        leaving = [
+            start + i
+            for i, (a, b) in enumerate(zip(shown, state, strict=False))
+            if a in CLEARANCE_YELLOW and b not in CLEARANCE_YELLOW
+        ]
+        wait = float(self._yellow_since[leaving].max()) + self.yellow_floor[k] - now if leaving else 0.0
+        if _all_red(shown) and not _all_red(state):
+            wait = max(wait, float(self._all_red_from[k] + self.all_red_floor[k] - now))
+        return wait
+
+    def _prevent(self, k: int, state: str, problems: list[str], kind: str) -> None:
+        """Count and log a state that will not be shown; plan the legal way on instead."""
+        self.stats.prevented += 1
+        if len(self.stats.prevention_log) < LOG_LINES:
+            line = f"{self.layout.ids[k]}: not shown {state!r}: {'; '.join(problems)}"
+            self.stats.prevention_log.append(line)
+            logger.warning("safety guard: %s", line)
+        shown = self.shown[k]
+        inter = self.layout.intersections[k]
+        if not _all_red(shown):
+            route = [(_to_yellow(shown), float(self.yellow_floor[k]))] if signals.green_mask(shown).any() else []
+            self._steps[k] = [*route, ("r" * inter.n_signals, float(self.all_red_floor[k]))]
+            return
+        self._steps[k] = []
+        if kind == "green":
+            self._unsafe[self.layout.green_start[k] + self.target[k]] = True
+            self.target[k] = self._safe_target(k, HOLD)
+
+    def _safe_target(self, k: int, g: int) -> int:
+        """`g` if it can be shown, else the first green of `k` that can, else HOLD."""
+        start = int(self.layout.green_start[k])
+        unsafe = self._unsafe[start : start + int(self._n_greens[k])]
+        if 0 <= g < len(unsafe) and not unsafe[g]:
+            return g
+        safe = np.flatnonzero(~unsafe)
+        return int(safe[0]) if safe.size else HOLD
 
     def _box_blocked(self, k: int) -> bool:
         """Vehicles wait inside the junction on a signal the coming green leaves red, in conflict
@@ -277,7 +418,7 @@ class SafetyGuard:
         return bool(inter.hard_conflict[np.ix_(trapped, started)].any())
 
     # checking -----------------------------------------------------------------------------
-    def _show(self, k: int, state: str, check: bool = True) -> None:
+    def _show(self, k: int, state: str, now: float, check: bool = True) -> None:
         if check:
             problems = self._problems(k, self.shown[k], state)
             if problems:
@@ -291,6 +432,10 @@ class SafetyGuard:
             served = signals.major_mask(state)
         self._shown_served[start : start + len(state)] = served
         self._shown_green[start : start + len(state)] = signals.green_mask(state)
+        yellow = np.fromiter((c in CLEARANCE_YELLOW for c in state), dtype=bool, count=len(state))
+        was = self._yellow_since[start : start + len(state)]
+        self._yellow_since[start : start + len(state)] = np.where(yellow, np.minimum(was, now), np.inf)
+        self._all_red_from[k] = min(self._all_red_from[k], now) if _all_red(state) else np.inf
 
     def _problems(self, k: int, before: str, after: str) -> list[str]:
         key = (k, before, after)
@@ -312,7 +457,7 @@ class SafetyGuard:
     def adopt(self, now: float, states: list[str]) -> None:
         """Start monitoring a program SUMO runs itself, from the states it shows now."""
         for k, state in enumerate(states):
-            self._show(k, state, check=False)
+            self._show(k, state, now, check=False)
             self._track(k, state, now)
         self.red_since[:] = now
 
@@ -320,7 +465,7 @@ class SafetyGuard:
         """Check the states SUMO shows when it runs a program itself; track phase and time."""
         for k, state in enumerate(states):
             if state != self.shown[k]:
-                self._show(k, state)
+                self._show(k, state, now)
                 self._track(k, state, now)
         self.red_since[self._shown_served] = now
 
@@ -340,6 +485,8 @@ class SafetyGuard:
             "steps": [[[s, d] for s, d in steps] for steps in self._steps], "red_since": self.red_since.tolist(),
             "stats": asdict(self.stats), "cleared": self._cleared.tolist(),
             "last_passed": None if self._last_passed is None else self._last_passed.tolist(),
+            "yellow_since": self._yellow_since.tolist(), "all_red_from": self._all_red_from.tolist(),
+            "unsafe": self._unsafe.tolist(),
         }  # fmt: skip
 
     def restore(self, state: Mapping[str, Any]) -> None:
@@ -355,7 +502,10 @@ class SafetyGuard:
         self.pending = np.array(state["pending"], dtype=np.int64)
         self._steps = [[(str(s), float(d)) for s, d in steps] for steps in state["steps"]]
         for k, s in enumerate(shown):
-            self._show(k, s, check=False)
+            self._show(k, s, 0.0, check=False)
+        self._yellow_since = np.array(state["yellow_since"], dtype=np.float64)
+        self._all_red_from = np.array(state["all_red_from"], dtype=np.float64)
+        self._unsafe = np.array(state["unsafe"], dtype=bool)
         self.red_since = np.array(state["red_since"], dtype=np.float64)
         self.stats = GuardStats(**state["stats"])
         self._cleared = np.array(state["cleared"], dtype=np.float64)

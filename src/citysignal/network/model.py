@@ -26,6 +26,7 @@ from citysignal.network import signals
 
 DEFAULT_MIN_GREEN_S = 5.0
 DEFAULT_MAX_GREEN_S = 60.0
+ADAPTIVE_PROGRAM_TYPES = frozenset({"actuated", "delay_based", "NEMA"})
 
 
 @dataclass(frozen=True)
@@ -108,24 +109,29 @@ class Intersection:
         index = {s: i for i, s in enumerate(self.greens)}
         return tuple(index.get(p.state, -1) for p in self.program)
 
+    @property
+    def _honours_min_max(self) -> bool:
+        """SUMO reads minDur/maxDur only in programs that adapt; a static program's are inert notes."""
+        return self.program_type in ADAPTIVE_PROGRAM_TYPES
+
     @cached_property
     def min_green(self) -> NDArray[np.float64]:
-        """Per green: the net's minDur (or the default), never above what the program itself shows."""
+        """Per green: the default floor, or the net's minDur in a program type SUMO applies it to; never
+        above what the program itself shows of that green in one go (consecutive phases together)."""
         out = np.full(len(self.greens), np.inf)
-        for phase, g in zip(self.program, self.program_green_index, strict=True):
-            if g >= 0:
-                floor = phase.min_dur if phase.min_dur is not None else self.default_min_green
-                out[g] = min(out[g], floor, phase.duration)
+        for run in self.cycle:
+            floor = run.min_dur if self._honours_min_max and run.min_dur is not None else self.default_min_green
+            out[run.green] = min(out[run.green], floor, run.duration)
         return out
 
     @cached_property
     def max_green(self) -> NDArray[np.float64]:
-        """Per green: the net's maxDur (or the default), never below what the program itself shows."""
+        """Per green: the default cap, or the net's maxDur in a program type SUMO applies it to; never
+        below what the program itself shows of that green in one go."""
         out = np.zeros(len(self.greens))
-        for phase, g in zip(self.program, self.program_green_index, strict=True):
-            if g >= 0:
-                cap = phase.max_dur if phase.max_dur is not None else self.default_max_green
-                out[g] = max(out[g], cap, phase.duration)
+        for run in self.cycle:
+            cap = run.max_dur if self._honours_min_max and run.max_dur is not None else self.default_max_green
+            out[run.green] = max(out[run.green], cap, run.duration)
         return out
 
     @cached_property
