@@ -26,11 +26,13 @@ import numpy as np
 from citysignal.bench.metrics import delay_by_depart, trip_metrics
 from citysignal.control import SafetyGuard, make_controller
 from citysignal.control.guard import DEFAULT_MAX_RED_S, GUARD_FIELDS, HOLD
+from citysignal.control.health import DetectorSupervisor
 from citysignal.network import load_network
 from citysignal.network.layout import Layout
 from citysignal.network.plans import write_actuated
 from citysignal.scenarios import Scenario
 from citysignal.twin import Twin
+from citysignal.twin.faults import DetectorFaults, FaultSpec
 
 RECORD_EVERY_S = 10
 
@@ -82,17 +84,23 @@ def run_episode(
     on_step: Callable[[float], None] | None = None,
     policy: Path | None = None,
     snapshot_at: float | None = None,
+    faults: FaultSpec | None = None,
 ) -> EpisodeResult:
     """Run one episode; `on_step(fraction_done)` is called every recorded interval.
 
     Every `RECORD_EVERY_S` it records the city's queue and each intersection's; at `snapshot_at`
-    (default: mid-window) it keeps every observed lane's queue, for congestion maps."""
+    (default: mid-window) it keeps every observed lane's queue, for congestion maps. With `faults`
+    (fraction 0 included) the controller and the guard see the faulty detectors through a
+    `DetectorSupervisor`; the records and metrics always come from the true readings."""
     _reset_peak_rss()
     controller = make_controller(controller_name, policy)
     network = load_network(scenario.net_file, scenario.additional_files)
     layout = Layout.from_network(network)
     guard = SafetyGuard(layout, max_red=max_red)
     monitor = controller.sumo_program is not None
+    supervisor = DetectorSupervisor(controller) if faults is not None and not monitor else None
+    faulty = DetectorFaults(faults, layout, scenario.begin) if supervisor is not None and faults else None
+    decider = supervisor or controller
     result = EpisodeResult(scenario.name, controller_name, seed, {})
     with tempfile.TemporaryDirectory(prefix="citysignal-run-") as tmp_name:
         tmp = Path(tmp_name)
@@ -102,11 +110,11 @@ def run_episode(
         steps = teleports = 0
         snap_t = (scenario.begin + scenario.end) / 2 if snapshot_at is None else snapshot_at
         queue_sum = np.zeros(layout.n_intersections)
-        with Twin(scenario, layout, seed=seed, fields=controller.requires | GUARD_FIELDS,
+        with Twin(scenario, layout, seed=seed, fields=decider.requires | GUARD_FIELDS,
                   tripinfo=tripinfo, extra_additional=extra) as twin:  # fmt: skip
             now = twin.time
             position = twin.program_position()
-            controller.reset(layout, position, seed)
+            decider.reset(layout, position, seed)
             if monitor:
                 guard.adopt(now, twin.states())
             else:
@@ -122,9 +130,13 @@ def run_episode(
                     guard.monitor(now, twin.states())
                     t2 = t1
                 else:
-                    requests = controller.decide(obs)
+                    seen = faulty.apply(obs) if faulty is not None else obs
+                    requests = decider.decide(seen)
                     t2 = time.perf_counter()
-                    twin.write(guard.apply(now, requests, obs.lane("halting"), obs.lane("passed"), obs.lane("box")))
+                    halting, passed = (
+                        supervisor.guard_inputs(seen) if supervisor else (obs.lane("halting"), obs.lane("passed"))
+                    )
+                    twin.write(guard.apply(now, requests, halting, passed, obs.lane("box")))
                     if (requests != HOLD).any():
                         decide_ms.append((t2 - t1) * 1e3)
                 t3 = time.perf_counter()
@@ -161,6 +173,7 @@ def run_episode(
         deferred=guard.stats.deferred,
         max_red_preemptions=guard.stats.max_red_preemptions,
         clearance_extensions=guard.stats.clearance_extensions,
+        prevented=guard.stats.prevented,
         wall_s=round(wall, 3),
         steps_per_s=round(steps / wall, 1) if wall > 0 else 0.0,
         control_s=round(clock["observe"] + clock["decide"] + clock["guard"], 4),
@@ -170,7 +183,7 @@ def run_episode(
         decisions=len(decide_ms),
         peak_rss_mb=round(_peak_rss_mb(), 1),
     )
-    result.controller_stats = dict(controller.stats())
+    result.controller_stats = dict(decider.stats())
     metrics.update(result.controller_stats)
     result.metrics = metrics
     result.violation_log = guard.stats.violation_log

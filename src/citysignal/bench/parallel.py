@@ -15,6 +15,7 @@ from pathlib import Path
 from citysignal.bench.episode import EpisodeResult, run_episode
 from citysignal.control.guard import DEFAULT_MAX_RED_S
 from citysignal.scenarios import Scenario
+from citysignal.twin.faults import FaultSpec
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,7 @@ class Job:
     max_red: float = DEFAULT_MAX_RED_S
     policy: Path | None = None
     snapshot_at: float | None = None
+    faults: FaultSpec | None = None
 
     @property
     def label(self) -> str:
@@ -45,12 +47,17 @@ def run_jobs(
                 if on_done is not None:
                     on_done(job, frac)
 
-            results.append(
-                run_episode(job.scenario, job.controller, job.seed, job.max_red, progress, job.policy, job.snapshot_at)
-            )
+            result = run_episode(job.scenario, job.controller, job.seed, job.max_red, progress, job.policy,
+                                 job.snapshot_at, job.faults)  # fmt: skip
+            results.append(result)
             progress(1.0)
         return results
     return _run_on_ray(jobs, workers, address, on_done)
+
+
+def _run_job(job: Job) -> EpisodeResult:
+    return run_episode(job.scenario, job.controller, job.seed, job.max_red, None, job.policy, job.snapshot_at,
+                       job.faults)  # fmt: skip
 
 
 def _run_on_ray(
@@ -63,11 +70,8 @@ def _run_on_ray(
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    remote = ray.remote(num_cpus=1, max_retries=0)(run_episode)
-    refs = {
-        remote.remote(j.scenario, j.controller, j.seed, j.max_red, None, j.policy, j.snapshot_at): i
-        for i, j in enumerate(jobs)
-    }
+    remote = ray.remote(num_cpus=1, max_retries=0)(_run_job)
+    refs = {remote.remote(j): i for i, j in enumerate(jobs)}
     results: list[EpisodeResult | None] = [None] * len(jobs)
     pending = list(refs)
     while pending:

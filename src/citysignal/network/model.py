@@ -59,6 +59,11 @@ class Lane:
     shape: tuple[tuple[float, float], ...]
 
 
+def _add(a: float | None, b: float | None) -> float | None:
+    """Bounds of consecutive phases add up; unknown if either is."""
+    return None if a is None or b is None else a + b
+
+
 @dataclass(frozen=True)
 class GreenRun:
     """One green of the program's cycle: consecutive program phases showing the same green."""
@@ -192,7 +197,8 @@ class Intersection:
                 continue
             if runs and runs[-1].green == g and runs[-1].phases[-1] == p - 1:
                 last = runs[-1]
-                runs[-1] = GreenRun(g, last.duration + phase.duration, last.min_dur, last.max_dur, (*last.phases, p))
+                runs[-1] = GreenRun(g, last.duration + phase.duration, _add(last.min_dur, phase.min_dur),
+                                    _add(last.max_dur, phase.max_dur), (*last.phases, p))  # fmt: skip
             else:
                 runs.append(GreenRun(g, phase.duration, phase.min_dur, phase.max_dur, (p,)))
         wraps = len(runs) > 1 and runs[0].green == runs[-1].green
@@ -200,7 +206,11 @@ class Intersection:
             last = runs.pop()
             first = runs[0]
             runs[0] = GreenRun(
-                first.green, first.duration + last.duration, first.min_dur, first.max_dur, (*last.phases, *first.phases)
+                first.green,
+                first.duration + last.duration,
+                _add(last.min_dur, first.min_dur),
+                _add(last.max_dur, first.max_dur),
+                (*last.phases, *first.phases),
             )
         return tuple(runs)
 
