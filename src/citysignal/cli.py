@@ -276,8 +276,8 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of weights and rollouts.")] = 0,
     out: Annotated[Path, typer.Option(help="Checkpoints, logs and best.npz go here.")] = Path("out/train"),
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt.")] = False,
-    begin: Annotated[float | None, typer.Option(help="Training window start (s); default: each scenario's.")] = None,
-    end: Annotated[float | None, typer.Option(help="Training window end (s); default: each scenario's.")] = None,
+    begin: Annotated[str | None, typer.Option(help="Window start (s or clock time); default: each scenario's.")] = None,
+    end: Annotated[str | None, typer.Option(help=END_HELP)] = None,
 ) -> None:
     """Train the shared AI policy (PPO, parameter sharing) and export it for NumPy inference."""
     from citysignal.scenarios import resolve
@@ -287,7 +287,7 @@ def train(
     except ImportError as exc:
         hint = "pip install torch==2.13.0 'citysignal[train]'"
         raise UserError(f"training needs the train extra ({hint}): {exc}") from exc
-    resolved = [resolve(s, begin, end) for s in scenarios.split(",") if s]
+    resolved = [resolve(s, time_option(begin, "--begin"), time_option(end, "--end")) for s in scenarios.split(",") if s]
     config = TrainConfig(resolved, out, episodes=episodes, workers=workers, address=address, seed=seed, resume=resume)
     err = Console(stderr=True)
     with _progress(err) as progress:
