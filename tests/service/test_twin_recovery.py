@@ -6,7 +6,9 @@
   snapshot (not from the scenario's begin) with the operators' overrides and controller assignments;
 - service killed (kill -9) and restarted on the same database: overrides and assignments restored and
   audited, simulated time resumed from the snapshot; after a long outage overrides are dropped (audited);
-  SIGTERM ends it with exit code 0 and clears the restart state.
+  SIGTERM ends it with exit code 0 and clears the restart state;
+- hung past the limit: killed and restarted; a twin that cannot start again: given up after
+  `MAX_RESTARTS`, health "error" (these two build the service in-process, to shorten the limit).
 
 grid4x4 at x20: a snapshot every 5 s of wall time is 100 simulated seconds.
 """
@@ -14,6 +16,7 @@ grid4x4 at x20: a snapshot every 5 s of wall time is 100 simulated seconds.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import sqlite3
 import time
@@ -23,8 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from process_helpers import twin_pid
-from service_helpers import DEV_OPERATOR, Served, start_serve, stop_serve, wait_for
+import pytest
+from process_helpers import alive, twin_pid
+from service_helpers import DEV_OPERATOR, Served, start_serve, stop_serve, strict_settings, wait_for
+
+from citysignal.scenarios import resolve
+from citysignal.service.context import Service, build_service
+from citysignal.service.engine import CommandError
+from citysignal.service.worker import MAX_RESTARTS
 
 ARGS = ["grid4x4", "--controller", "maxpressure", "--speed", "20", "--begin", "0", "--end", "3600", "--port", "0"]
 HOLDS = ["A1", "B1", "C1", "D1"]
@@ -207,3 +216,48 @@ def test_a_killed_service_restores_overrides_assignments_and_time(tmp_path: Path
     finally:
         assert stop_serve(third) == 0  # SIGTERM: clean exit ...
     assert restart_rows(db) == 0  # ... and the next run starts as its command line says
+
+
+def in_process(db: Path, scenario: str) -> Service:
+    return build_service(strict_settings(f"sqlite:///{db}"), scenario, "maxpressure", speed=20, begin=0, end=3600)
+
+
+def test_a_twin_hung_past_the_limit_is_killed_and_restarted(tmp_path: Path) -> None:
+    service = in_process(tmp_path / "audit.db", "grid4x4")
+    service.engine.hung_restart_s = 3.0
+    service.start()
+    try:
+        hung = service.engine.pid
+        assert hung is not None
+        os.kill(hung, signal.SIGSTOP)
+        restart = wait_for(lambda: service.store.events(action="twin_restart"), timeout=20)
+        assert restart[0]["result"] == "ok" and "did not answer" in restart[0]["detail"]["reason"]
+        assert [e["result"] for e in service.store.events(action="twin_degraded")] == ["degraded"]
+        wait_for(lambda: service.engine.health()[0] == "ok", timeout=10)
+        assert service.engine.pid != hung and not alive(hung)
+    finally:
+        service.stop()
+
+
+def test_a_twin_that_cannot_start_again_is_not_restarted_forever(tmp_path: Path) -> None:
+    files = tmp_path / "city"
+    shutil.copytree(resolve("grid4x4", None, None).sumocfg.parent, files)
+    service = in_process(tmp_path / "audit.db", str(files / "grid4x4.sumocfg"))
+    service.start()
+    try:
+        pid = service.engine.pid
+        assert pid is not None and service.engine.health()[0] == "ok"
+        shutil.rmtree(files)  # the scenario's files are gone from the disk, then the twin dies
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: service.engine.health()[0] == "error", timeout=60)
+        reason = service.engine.health()[1]
+        assert reason is not None and f"{MAX_RESTARTS} restarts" in reason
+        attempts = service.store.events(action="engine_error")
+        assert len(attempts) == 1  # the loss; the failed attempts are the restart's own
+        gave_up = wait_for(lambda: service.store.events(action="twin_restart"))
+        assert gave_up[0]["result"] == "gave_up"
+        with pytest.raises(CommandError) as refused:
+            service.engine.detail("B2")
+        assert refused.value.status == 503
+    finally:
+        service.stop()
