@@ -27,7 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
-from process_helpers import alive, twin_pid
+from process_helpers import alive
 from service_helpers import DEV_OPERATOR, Served, start_serve, stop_serve, strict_settings, wait_for
 
 from citysignal.scenarios import resolve
@@ -71,6 +71,12 @@ def health(http: httpx.Client) -> tuple[int, dict[str, Any]]:
     return res.status_code, res.json()
 
 
+def twin_pid(http: httpx.Client) -> int:
+    pid = http.get("/api/info").json()["twin"]["pid"]
+    assert isinstance(pid, int) and alive(pid)
+    return pid
+
+
 def unhealthy(http: httpx.Client) -> dict[str, Any] | None:
     code, body = health(http)
     return body if code == 503 else None
@@ -79,9 +85,8 @@ def unhealthy(http: httpx.Client) -> dict[str, Any] | None:
 def test_a_frozen_twin_degrades_health_and_reads_fail_fast(tmp_path: Path) -> None:
     served = serve_on(tmp_path / "audit.db", tmp_path / "serve.log")
     try:
-        pid = twin_pid(served.proc.pid)
-        assert pid is not None
         with served.client() as http:
+            pid = twin_pid(http)
             assert http.get("/api/intersections/B2").status_code == 200
             os.kill(pid, signal.SIGSTOP)
             try:
@@ -110,7 +115,7 @@ def test_a_frozen_twin_degrades_health_and_reads_fail_fast(tmp_path: Path) -> No
             assert "stands still" in degraded[0]["detail"]["reason"]
             assert wait_for(lambda: events(http, "twin_recovered"))
             assert not events(http, "twin_restart")  # frozen for less than the hung limit: same process
-            assert twin_pid(served.proc.pid) == pid
+            assert twin_pid(http) == pid
     finally:
         assert stop_serve(served) == 0
 
@@ -124,8 +129,7 @@ def test_a_killed_twin_is_restarted_from_its_snapshot_within_5_s(tmp_path: Path)
             switched = http.post("/api/controller", json={"controller": "fixed", "intersections": ["A0"]})
             assert switched.status_code == 200, switched.text
             wait_for(lambda: http.get("/api/state").json()["time"] >= 300, timeout=30)
-            old = twin_pid(served.proc.pid)
-            assert old is not None
+            old = twin_pid(http)
             os.kill(old, signal.SIGKILL)
             killed = time.monotonic()
             body = wait_for(lambda: unhealthy(http), timeout=5, every=0.01)
@@ -148,7 +152,7 @@ def test_a_killed_twin_is_restarted_from_its_snapshot_within_5_s(tmp_path: Path)
             assert state["controllers"][state["assignment"][ids.index("A0")]] == "fixed"
             assert state["controllers"][state["assignment"][ids.index("B0")]] == "maxpressure"
             assert state["kpi"]["violations"] == 0
-            assert twin_pid(served.proc.pid) not in (None, old)
+            assert twin_pid(http) != old and not alive(old)
             assert http.get("/api/intersections/B2").json()["override"]["green"] == 1
     finally:
         assert stop_serve(served) == 0

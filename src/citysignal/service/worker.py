@@ -93,8 +93,9 @@ class _PipeRecorder:
         self._send(("kpi", sample))
 
 
-def worker_main(conn: Connection, config: EngineConfig, control: ControlState, resume: Snapshot | None) -> None:
-    """Entry point of the child process: run the engine, stream snapshots, beat, answer commands."""
+def worker_main(conn: Connection, config: EngineConfig) -> None:
+    """Entry point of the child process: load the net, wait for "go" (a spare waits until its twin is
+    needed), then run the engine, stream snapshots, beat and answer commands."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     lock = threading.Lock()
 
@@ -115,11 +116,19 @@ def worker_main(conn: Connection, config: EngineConfig, control: ControlState, r
     try:
         sc = config.scenario
         network = load_network(sc.net_file, sc.additional_files)
-        engine = ControlEngine(config, network, Layout.from_network(network), _PipeRecorder(send), publish,
+        layout = Layout.from_network(network)
+        gc.freeze()  # the net and layout stay for the process's life: keep them out of full collections
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message[0] != "go":
+            return
+        _, control, resume = message
+        engine = ControlEngine(config, network, layout, _PipeRecorder(send), publish,
                                lambda snap: send(("snapshot", snap)), resume)  # fmt: skip
         engine.apply_control(control)
         engine.start()
-        gc.freeze()  # the net and layout stay for the process's life: keep them out of full collections
     except UserError as exc:
         send(("failed", str(exc)))
         return
@@ -212,6 +221,7 @@ class EngineProcess:
         self._snapshot: Snapshot | None = None
         self._live: Live | None = None
         self._child: _Child | None = None
+        self._spare: _Child | None = None  # a process with the net loaded, waiting to replace the twin
         self._lock = threading.Lock()  # the child swap against stop()
         self._stopping = False
         self._wake = threading.Event()
@@ -232,13 +242,14 @@ class EngineProcess:
         self._snapshot = resume
         self._persist_control()
         with self._lock:
-            child = self._spawn()
+            child = self._go(self._spawn())
         if not child.ready.wait(timeout):
             self.stop()
             raise UserError(f"the twin did not start within {timeout:g} s")
         if not self._accept(child):
             self.stop()
             raise UserError(child.failed or "the twin ended during its start")
+        self._prepare_spare()
         for target in (self._watch, self._save_snapshots):
             thread = threading.Thread(target=target, name=f"citysignal-twin-{target.__name__[1:]}", daemon=True)
             thread.start()
@@ -247,10 +258,12 @@ class EngineProcess:
     def stop(self, timeout: float = 30.0) -> None:
         with self._lock:
             self._stopping = True
-            child = self._child
+            child, spare = self._child, self._spare
         self._wake.set()
         if child is not None:
             self._end(child, timeout if child.silent() < STALE_S else 1.0)
+        if spare is not None:
+            self._end(spare, 5.0)
         for thread in self._threads:
             thread.join(timeout)
 
@@ -282,17 +295,37 @@ class EngineProcess:
             return child.accepted
 
     def _spawn(self) -> _Child:
-        """A new twin process from the latest snapshot and control state (call with `_lock` held)."""
+        """A new process that loads the net and waits for `_go`."""
         ctx = multiprocessing.get_context("spawn")  # no fork of a threaded server
         parent, child_end = ctx.Pipe()
-        process = ctx.Process(target=worker_main, args=(child_end, self.config, self._control, self._snapshot),
-                              name="citysignal-twin", daemon=True)  # fmt: skip
+        process = ctx.Process(target=worker_main, args=(child_end, self.config), name="citysignal-twin", daemon=True)
         process.start()
         child_end.close()
-        child = self._child = _Child(process, parent)
+        child = _Child(process, parent)
         child.reader = threading.Thread(target=self._read, args=(child,), name="citysignal-twin-reader", daemon=True)
         child.reader.start()
         return child
+
+    def _go(self, child: _Child) -> _Child:
+        """Make `child` the twin: start it from the latest snapshot and control state (with `_lock` held)."""
+        self._child = child
+        with self._send_lock, contextlib.suppress(BrokenPipeError, OSError):  # a dead child: its reader tells
+            child.conn.send(("go", self._control, self._snapshot))
+        child.heard = time.monotonic()
+        return child
+
+    def _prepare_spare(self) -> None:
+        """Load the net in a spare process now, so that a restart costs only SUMO's start and the state load."""
+        with self._lock:
+            if not self._stopping and self._spare is None:
+                self._spare = self._spawn()
+
+    def _take_spare(self) -> _Child | None:
+        """The spare if it is still fit to start (with `_lock` held)."""
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.process.is_alive() and spare.failed is None and not spare.ended:
+            return spare
+        return None
 
     # health ----------------------------------------------------------------------------------
     def health(self) -> tuple[Health, str | None]:
@@ -419,7 +452,7 @@ class EngineProcess:
                     return
                 old = self._child
                 snap = self._snapshot
-                child = self._spawn()
+                child = self._go(self._take_spare() or self._spawn())
             if old is not None:
                 self._end(old, 1.0)
             if child.ready.wait(START_TIMEOUT_S) and self._accept(child):
@@ -430,6 +463,7 @@ class EngineProcess:
                     "from_sim_time": snap.sim_time if snap else None,
                     "snapshot_taken_at": snap.taken_at if snap else None,
                 })  # fmt: skip
+                self._prepare_spare()
                 return
             if self._stopping:
                 return
