@@ -73,7 +73,7 @@ class PostgresServer:
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
-            self.pg("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data))
+            self.pg("pg_ctl", "stop", "-w", "-m", "immediate", "-D", str(self.data))  # throwaway: no checkpoint
 
     def url(self, database: str, driver: str = "postgresql+psycopg") -> str:
         return f"{driver}://{PG_USER}@127.0.0.1:{self.port}/{database}"
