@@ -31,6 +31,7 @@ NOT_INSTALLED = "PostgreSQL server programs (Debian package 'postgresql') not fo
 
 def pg_bindir() -> Path | None:
     """The newest Debian PostgreSQL install (/usr/lib/postgresql/N/bin), else `pg_ctl` on PATH."""
+
     def version(pg_ctl: Path) -> list[int]:
         return [int(x) for x in pg_ctl.parent.parent.name.split(".") if x.isdigit()]
 
