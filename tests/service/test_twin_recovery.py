@@ -139,12 +139,12 @@ def test_a_killed_twin_is_restarted_from_its_snapshot_within_5_s(tmp_path: Path)
             print(f"twin recovery after kill -9: {recovery:.2f} s")  # the figure the issue asks for (pytest -s)
             assert recovery < 5.0
 
-            restart = events(http, "twin_restart")
+            restart = wait_for(lambda: events(http, "twin_restart"))  # the audit writer commits within a second
             assert len(restart) == 1 and restart[0]["result"] == "ok", restart
             detail = restart[0]["detail"]
             assert "ended unexpectedly" in detail["reason"] and detail["downtime_s"] < 5.0
             assert detail["from_sim_time"] > 0  # from a snapshot, not from the scenario's begin
-            assert events(http, "engine_error") and events(http, "twin_resumed")
+            assert wait_for(lambda: events(http, "engine_error") and events(http, "twin_resumed"))
             state = http.get("/api/state").json()
             assert state["time"] >= detail["from_sim_time"]
             assert state["overrides"]["B2"]["green"] == 1 and state["overrides"]["B2"]["reason"] == "crash"
@@ -191,7 +191,7 @@ def test_a_killed_service_restores_overrides_assignments_and_time(tmp_path: Path
         with second.client() as http:
             state = http.get("/api/state").json()
             assert 100 <= state["time"] <= before["time"] + 100  # resumed from a snapshot, not from t=0
-            resumed = events(http, "twin_resumed")
+            resumed = wait_for(lambda: events(http, "twin_resumed"))
             assert resumed and resumed[0]["run_id"] != before["run_id"]
             assert set(state["overrides"]) == {*HOLDS, "B2"} and state["overrides"]["B2"]["green"] == 1
             for inter in HOLDS:
@@ -265,3 +265,14 @@ def test_a_twin_that_cannot_start_again_is_not_restarted_forever(tmp_path: Path)
         assert refused.value.status == 503
     finally:
         service.stop()
+
+
+def test_sigterm_ends_the_service_with_exit_0_even_with_a_frozen_twin(tmp_path: Path) -> None:
+    served = serve_on(tmp_path / "audit.db", tmp_path / "serve.log")
+    with served.client() as http:
+        pid = twin_pid(http)
+    os.kill(pid, signal.SIGSTOP)
+    started = time.monotonic()
+    assert stop_serve(served) == 0
+    assert time.monotonic() - started < 10 and not alive(pid)
+    assert "Traceback" not in served.log.read_text()

@@ -262,15 +262,15 @@ class EngineProcess:
             self._stopping = True
             child, spare = self._child, self._spare
         self._wake.set()
-        if child is not None:
-            self._end(child, timeout if child.silent() < STALE_S else 1.0)
-        if spare is not None:
-            self._end(spare, 5.0)
+        for process in (child, spare):
+            if process is not None:
+                self._end(process, timeout)
         for thread in self._threads:
             thread.join(timeout)
 
     def _end(self, child: _Child, timeout: float) -> None:
-        """Ask the child to stop, then terminate, then kill (a paused process takes only SIGKILL)."""
+        """Ask the child to stop, then terminate, then kill (a paused process takes only SIGKILL). A child
+        that has said nothing for a while (paused, hung, or a spare that never beats) is not waited for."""
         process = child.process
         if process.is_alive():
             if self._send_lock.acquire(timeout=1.0):
@@ -279,7 +279,9 @@ class EngineProcess:
                         child.conn.send(("stop",))
                 finally:
                     self._send_lock.release()
-            process.join(timeout)
+            deadline = time.monotonic() + timeout
+            while process.is_alive() and time.monotonic() < deadline and child.silent() < STALE_S + 1.0:
+                process.join(0.1)
             if process.is_alive():
                 process.terminate()
                 process.join(2)
