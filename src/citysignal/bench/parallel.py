@@ -1,9 +1,10 @@
 """Run many episodes (scenarios x controllers x seeds) in parallel on Ray, one SUMO per worker process.
 
-Ray starts locally (`num_cpus=workers`) unless an address is given (`ray://host:10001` or `auto`);
-on a cluster every node must have citysignal installed, and a scenario given by path must exist at
-the same path on the nodes (bundled scenarios ship with the package). A single job, or `workers=1`
-without an address, runs in this process: no Ray start-up for a one-off run.
+Ray starts locally (`num_cpus=workers`, loopback only) unless an address is given (`host:6379`,
+`ray://host:10001` or `auto`; see `bench.cluster`); on a cluster every node must have citysignal
+installed, and a scenario given by path must exist at the same path on the nodes (bundled scenarios
+ship with the package). A single job, or `workers=1` without an address, runs in this process: no
+Ray start-up for a one-off run.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from citysignal.bench.cluster import init_ray
 from citysignal.bench.episode import EpisodeResult, run_episode
 from citysignal.control.guard import DEFAULT_MAX_RED_S
 from citysignal.scenarios import Scenario
@@ -56,13 +58,9 @@ def run_jobs(
 def _run_on_ray(
     jobs: Sequence[Job], workers: int, address: str | None, on_done: Callable[[Job, float], None] | None
 ) -> list[EpisodeResult]:
+    init_ray(workers, address)
     import ray
 
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
     remote = ray.remote(num_cpus=1, max_retries=0)(run_episode)
     refs = {
         remote.remote(j.scenario, j.controller, j.seed, j.max_red, None, j.policy, j.snapshot_at): i
