@@ -8,7 +8,8 @@
   audited, simulated time resumed from the snapshot; after a long outage overrides are dropped (audited);
   SIGTERM ends it with exit code 0 and clears the restart state;
 - hung past the limit: killed and restarted; a twin that cannot start again: given up after
-  `MAX_RESTARTS`, health "error" (these two build the service in-process, to shorten the limit).
+  `MAX_RESTARTS`, health "error"; a snapshot the twin process dies on: started from the begin instead
+  (these build the service or its twin in-process, to shorten a limit or hand over a snapshot).
 
 grid4x4 at x20: a snapshot every 5 s of wall time is 100 simulated seconds.
 """
@@ -30,10 +31,13 @@ import pytest
 from process_helpers import alive
 from service_helpers import DEV_OPERATOR, Served, start_serve, stop_serve, strict_settings, wait_for
 
+from citysignal.network import load_network
+from citysignal.network.layout import Layout
 from citysignal.scenarios import resolve
 from citysignal.service.context import Service, build_service
-from citysignal.service.engine import CommandError
-from citysignal.service.worker import MAX_RESTARTS
+from citysignal.service.engine import CommandError, EngineConfig, Snapshot
+from citysignal.service.store import AuditStore
+from citysignal.service.worker import MAX_RESTARTS, EngineProcess
 
 ARGS = ["grid4x4", "--controller", "maxpressure", "--speed", "20", "--begin", "0", "--end", "3600", "--port", "0"]
 HOLDS = ["A1", "B1", "C1", "D1"]
@@ -276,3 +280,29 @@ def test_sigterm_ends_the_service_with_exit_0_even_with_a_frozen_twin(tmp_path: 
     assert stop_serve(served) == 0
     assert time.monotonic() - started < 10 and not alive(pid)
     assert "Traceback" not in served.log.read_text()
+
+
+class DiesWhenLoaded:
+    """Unpickled in the twin process, it ends that process at once: a snapshot SUMO would crash on."""
+
+    def __reduce__(self) -> tuple[Callable[[int], None], tuple[int]]:
+        return os._exit, (3,)
+
+
+def test_a_snapshot_the_twin_dies_on_does_not_keep_it_down(tmp_path: Path) -> None:
+    sc = resolve("grid4x4", 0, 3600)
+    network = load_network(sc.net_file, sc.additional_files)
+    store = AuditStore(f"sqlite:///{tmp_path / 'audit.db'}", "run")
+    store.start_writer()
+    config = EngineConfig(sc, "maxpressure", speed=20)
+    engine = EngineProcess(config, network, Layout.from_network(network), store)
+    engine.start(resume=Snapshot(config.key, 0, 500, 500.0, time.time(), {"poison": DiesWhenLoaded()}, b""))
+    try:
+        assert engine.health() == ("ok", None)
+        live = wait_for(engine.live)
+        assert live is not None and live.time < 500  # from the scenario's begin
+        unusable = wait_for(lambda: store.events(action="snapshot_unusable"))
+        assert "exit code 3" in unusable[0]["detail"]["error"] and unusable[0]["detail"]["sim_time"] == 500.0
+    finally:
+        engine.stop()
+        store.close()

@@ -243,15 +243,34 @@ class EngineProcess:
             self._control = control
         self._snapshot = resume
         self._persist_control()
+        failure = self._first_start(timeout)
+        if failure is not None and resume is not None:
+            self._unusable(resume, failure)
+            failure = self._first_start(timeout)
+        if failure is not None:
+            self.stop()
+            raise UserError(failure)
+        self._prepare_spare()
+
+    def _first_start(self, timeout: float) -> str | None:
+        """Start the twin; why it did not start, or None."""
         with self._lock:
             child = self._go(self._spawn())
-        if not child.ready.wait(timeout):
-            self.stop()
-            raise UserError(f"the twin did not start within {timeout:g} s")
-        if not self._accept(child):
-            self.stop()
-            raise UserError(child.failed or "the twin ended during its start")
-        self._prepare_spare()
+        started = child.ready.wait(timeout)
+        if started and self._accept(child):
+            return None
+        self._end(child, 1.0)
+        if child.failed is not None:
+            return child.failed
+        return f"the twin ended during its start (exit code {child.process.exitcode})" if started else (
+            f"the twin did not start within {timeout:g} s")  # fmt: skip
+
+    def _unusable(self, snap: Snapshot, failure: str) -> None:
+        """A snapshot the twin did not start from (SUMO may even crash on it) must not keep the twin down:
+        the next start is from the scenario's begin."""
+        if self._snapshot is snap:
+            self._snapshot = None
+        self._system("snapshot_unusable", "error", {"error": failure, "sim_time": snap.sim_time})
         for target in (self._watch, self._save_snapshots):
             thread = threading.Thread(target=target, name=f"citysignal-twin-{target.__name__[1:]}", daemon=True)
             thread.start()
@@ -473,6 +492,8 @@ class EngineProcess:
                 return
             reason = child.failed or f"the restarted twin ended (exit code {child.process.exitcode})"
             self._restarting = reason
+            if snap is not None:
+                self._unusable(snap, reason)
 
     def _save_snapshots(self) -> None:
         """Write the newest snapshot to the database now and then; a slow disk only skips older ones."""
