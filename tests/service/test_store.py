@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from citysignal.errors import UserError
-from citysignal.service.store import DETAIL_MAX_CHARS, AuditStore, EventIn, RestartStore
+from citysignal.service.store import DETAIL_MAX_CHARS, AuditStore, EventIn
 
 KPI = {"at": 1.0, "episode": 0, "sim_time": 10.0, "controller": "fixed", "vehicles": 3.0, "halting": 1.0,
        "mean_speed": 5.0, "occupancy": 0.1, "preemptions": 0, "deferred": 0, "refused": 0, "violations": 0,
@@ -141,26 +141,6 @@ def test_text_a_backend_refuses_is_made_storable(db_url: str) -> None:
     assert [e["id"] for e in store.events(target="A\x00\ud800")] == [ev["id"]]  # the filter matches as stored
     assert store.events(target="\x00", action="\x00") == []
     json.dumps(store.events()[0], ensure_ascii=False).encode("utf-8")  # what the API sends can be encoded
-    store.close()
-
-
-def test_restart_state_round_trips_and_each_save_replaces_the_last(db_url: str) -> None:
-    store = AuditStore(db_url, "run1")
-    restart = RestartStore(store.engine, "run1")
-    assert restart.load_control("grid4x4") is None and restart.load_snapshot("grid4x4") is None
-    restart.save_control("grid4x4", {"overrides": {"A0": "hold"}})
-    restart.save_control("grid4x4", {"overrides": {}, "assignment": ["fixed"] * 16})
-    at, state = restart.load_control("grid4x4") or (0.0, {})
-    assert at > 0 and state == {"overrides": {}, "assignment": ["fixed"] * 16}
-    fields = {"taken_at": 1.5, "sim_time": 300.0, "episode": 0, "episode_steps": 300}
-    sumo_state = bytes(range(256)) * 100  # binary, NUL bytes included (gzip data is)
-    restart.save_snapshot("grid4x4", fields, {"since": [float("inf"), 2.0]}, b"older")
-    restart.save_snapshot("grid4x4", fields, {"since": [float("inf"), 2.0]}, sumo_state)
-    later = RestartStore(AuditStore(db_url, "run2").engine, "run2")  # a restarted service reads what was left
-    assert later.load_snapshot("grid4x4") == (fields, {"since": [float("inf"), 2.0]}, sumo_state)
-    later.clear("grid4x4")
-    assert restart.load_control("grid4x4") is None and restart.load_snapshot("grid4x4") is None
-    later.engine.dispose()
     store.close()
 
 
