@@ -251,6 +251,10 @@ class EngineProcess:
             self.stop()
             raise UserError(failure)
         self._prepare_spare()
+        for target in (self._watch, self._save_snapshots):
+            thread = threading.Thread(target=target, name=f"citysignal-twin-{target.__name__[1:]}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def _first_start(self, timeout: float) -> str | None:
         """Start the twin; why it did not start, or None."""
@@ -271,10 +275,6 @@ class EngineProcess:
         if self._snapshot is snap:
             self._snapshot = None
         self._system("snapshot_unusable", "error", {"error": failure, "sim_time": snap.sim_time})
-        for target in (self._watch, self._save_snapshots):
-            thread = threading.Thread(target=target, name=f"citysignal-twin-{target.__name__[1:]}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
 
     def stop(self, timeout: float = 30.0) -> None:
         with self._lock:
