@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from citysignal.bench.cluster import init_ray
-from citysignal.bench.episode import EpisodeResult, run_episode
+from citysignal.bench.episode import EpisodeResult, Fork, run_episode
 from citysignal.control.guard import DEFAULT_MAX_RED_S
 from citysignal.scenarios import Scenario
 
@@ -27,10 +27,16 @@ class Job:
     max_red: float = DEFAULT_MAX_RED_S
     policy: Path | None = None
     snapshot_at: float | None = None
+    start: Fork | None = None  # begin at this fork of the twin (what-if), not at the scenario's begin
 
     @property
     def label(self) -> str:
         return f"{self.scenario.name}/{self.controller}/seed {self.seed}"
+
+
+def _run(job: Job, on_step: Callable[[float], None] | None = None) -> EpisodeResult:
+    j = job
+    return run_episode(j.scenario, j.controller, j.seed, j.max_red, on_step, j.policy, j.snapshot_at, j.start)
 
 
 def run_jobs(
@@ -47,9 +53,7 @@ def run_jobs(
                 if on_done is not None:
                     on_done(job, frac)
 
-            results.append(
-                run_episode(job.scenario, job.controller, job.seed, job.max_red, progress, job.policy, job.snapshot_at)
-            )
+            results.append(_run(job, progress))
             progress(1.0)
         return results
     return _run_on_ray(jobs, workers, address, on_done)
@@ -61,11 +65,8 @@ def _run_on_ray(
     init_ray(workers, address)
     import ray
 
-    remote = ray.remote(num_cpus=1, max_retries=0)(run_episode)
-    refs = {
-        remote.remote(j.scenario, j.controller, j.seed, j.max_red, None, j.policy, j.snapshot_at): i
-        for i, j in enumerate(jobs)
-    }
+    remote = ray.remote(num_cpus=1, max_retries=0)(_run)
+    refs = {remote.remote(j): i for i, j in enumerate(jobs)}
     results: list[EpisodeResult | None] = [None] * len(jobs)
     pending = list(refs)
     while pending:
