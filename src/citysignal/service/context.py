@@ -136,7 +136,11 @@ class Service:
             "read_open": self.settings.read_open,
             "override_rate": {"limit": self.settings.override_limit, "window_s": self.settings.override_window_s},
             "store": {"backend": self.store.engine.dialect.name, "journal_mode": self.store.journal_mode},
-            "twin": {"pid": self.engine.pid, "restarts": self.engine.restarts},
+            "twin": {
+                "pid": self.engine.pid,
+                "restarts": self.engine.restarts,
+                "snapshot_write_errors": self.engine.snapshot_errors,
+            },
         }
 
 
