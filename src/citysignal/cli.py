@@ -276,8 +276,8 @@ def train(
     seed: Annotated[int, typer.Option(help="Seed of weights and rollouts.")] = 0,
     out: Annotated[Path, typer.Option(help="Checkpoints, logs and best.npz go here.")] = Path("out/train"),
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt.")] = False,
-    begin: Annotated[float | None, typer.Option(help="Training window start (s); default: each scenario's.")] = None,
-    end: Annotated[float | None, typer.Option(help="Training window end (s); default: each scenario's.")] = None,
+    begin: Annotated[str | None, typer.Option(help="Window start (s or clock time); default: each scenario's.")] = None,
+    end: Annotated[str | None, typer.Option(help=END_HELP)] = None,
     teacher: Annotated[str, typer.Option(help="Classic controller imitated first; the validation baseline.")] = (
         "advanced_mp"
     ),
@@ -293,7 +293,7 @@ def train(
     except ImportError as exc:
         hint = "pip install torch==2.13.0 'citysignal[train]'"
         raise UserError(f"training needs the train extra ({hint}): {exc}") from exc
-    resolved = [resolve(s, begin, end) for s in scenarios.split(",") if s]
+    resolved = [resolve(s, time_option(begin, "--begin"), time_option(end, "--end")) for s in scenarios.split(",") if s]
     from citysignal.control import make_controller
 
     make_controller(teacher)  # an unknown name is a one-line error before any work
@@ -306,6 +306,68 @@ def train(
         task = progress.add_task("training", total=1.0)
         best = Trainer(config, lambda msg, frac: progress.update(task, completed=frac, description=msg)).run()
     err.print(f"selected policy: {best} (log: {out / 'train_log.csv'})")
+
+
+WHATIF_COLUMNS = ("resco_delay", "mean_duration", "mean_waiting", "p95_waiting", "arrived", "not_inserted",
+                  "safety_violations", "wall_s")  # fmt: skip
+
+
+@app.command()
+def whatif(
+    scenario: Annotated[str, typer.Argument(help="Bundled scenario name or .sumocfg path.")],
+    at: Annotated[str, typer.Option(help="Fork time T (s or clock time HH:MM:SS), within the scenario's window.")],
+    horizon: Annotated[str, typer.Option(help="Seconds (or H:MM:SS) each candidate runs from T.")],
+    candidates: Annotated[str, typer.Option(help="Controllers to race from the fork, comma-separated.")] = (
+        "ai,maxpressure,fixed"
+    ),
+    controller: Annotated[str, typer.Option(help="Controller that runs the city up to T.")] = "ai",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per candidate, best first.")] = False,
+    workers: Annotated[int, typer.Option(min=1, max=MAX_WORKERS, help="Parallel SUMO processes (Ray).")] = 3,
+    seed: Annotated[int, typer.Option(help="SUMO seed of the run to T and of every candidate.")] = DEFAULT_SEED,
+    policy: Annotated[Path | None, typer.Option(help="Weights (.npz) for the ai controller; default: shipped.")] = None,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address; default: local Ray.")] = None,
+) -> None:
+    """Fork the city at T and race candidate controllers from the same vehicles for a horizon, best first."""
+    import json
+
+    from citysignal.bench import report
+    from citysignal.bench.whatif import check_candidates, race
+    from citysignal.network import load_network
+    from citysignal.scenarios import resolve
+
+    t = time_option(at, "--at")
+    h = time_option(horizon, "--horizon")
+    assert t is not None and h is not None
+    names = [c for c in candidates.split(",") if c]
+    check_candidates(names, policy)
+    check_candidates([controller], policy)
+    sc = resolve(scenario)
+    load_network(sc.net_file, sc.additional_files)  # a bad net fails here in one line, not inside a worker
+    err = Console(stderr=True)
+    with _progress(err, transient=True) as progress:
+        task = progress.add_task(f"running {sc.name} to {t:g} s under {controller}, then {len(names)} candidate(s)",
+                                 total=len(names))  # fmt: skip
+        finished: dict[str, float] = {}
+
+        def on_done(job: Job, frac: float) -> None:
+            finished[job.label] = frac
+            progress.update(task, completed=sum(finished.values()), description=job.label)
+
+        result = race(sc, t, h, names, controller, seed, workers, address, policy, on_done=on_done)
+    rows = result.rows()
+    if as_json:
+        sys.stdout.write("".join(json.dumps(row) + "\n" for row in rows))
+    else:
+        table = Table(title=f"what-if {sc.name}: fork at {t:g} s under {controller}, {h:g} s horizon, best first")
+        columns = [c for c in report.TABLE_COLUMNS if c[0] in WHATIF_COLUMNS]
+        table.add_column("candidate")
+        for _, header, _ in columns:
+            table.add_column(header, justify="right")
+        for r in result.results:
+            table.add_row(r.controller, *(fmt.format(r.metrics[key]) for key, _, fmt in columns))
+        Console().print(table)
+        err.print(f"race: {result.race_wall_s:.1f} s from the fork to the last result")
+    _note(sc)
 
 
 from citysignal.service.command import serve  # noqa: E402

@@ -31,7 +31,11 @@ NOT_INSTALLED = "PostgreSQL server programs (Debian package 'postgresql') not fo
 
 def pg_bindir() -> Path | None:
     """The newest Debian PostgreSQL install (/usr/lib/postgresql/N/bin), else `pg_ctl` on PATH."""
-    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parent.parent.name))
+
+    def version(pg_ctl: Path) -> list[int]:
+        return [int(x) for x in pg_ctl.parent.parent.name.split(".") if x.isdigit()]
+
+    debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=version)
     if debian:
         return debian[-1].parent
     found = shutil.which("pg_ctl")
@@ -73,7 +77,7 @@ class PostgresServer:
 
     def stop(self) -> None:
         if (self.data / "postmaster.pid").exists():
-            self.pg("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data))
+            self.pg("pg_ctl", "stop", "-w", "-m", "immediate", "-D", str(self.data))  # throwaway: no checkpoint
 
     def url(self, database: str, driver: str = "postgresql+psycopg") -> str:
         return f"{driver}://{PG_USER}@127.0.0.1:{self.port}/{database}"

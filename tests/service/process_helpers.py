@@ -1,4 +1,4 @@
-"""Processes of a running `citysignal serve`, read from Linux /proc: its children, the twin among them."""
+"""Processes of a running `citysignal serve`, read from Linux /proc."""
 
 from __future__ import annotations
 
@@ -24,15 +24,3 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-def twin_pid(service_pid: int) -> int | None:
-    """The twin: the service's child started by multiprocessing's spawn (not its resource tracker)."""
-    for pid in children_of(service_pid):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"spawn_main" in cmdline and alive(pid):
-            return pid
-    return None

@@ -8,11 +8,19 @@ decision). Bookkeeping for reports (queues every `RECORD_EVERY_S`) belongs to ne
 the process's peak resident memory from the start of the episode (on Linux the high-water mark is reset
 at the start, so a Ray worker that ran a bigger episode before does not report that one's peak; elsewhere
 it is the process's peak so far). libsumo runs SUMO in this process, so SUMO's memory is included.
+
+Forks (for what-if runs): an episode run with `keep_fork` ends with a `Fork` of the twin at its end: SUMO's
+saved state and the guard's, taken at one step boundary. An episode run with `start=fork` begins there:
+SUMO loads the state, the guard continues its sequences and writes the states it was showing again (SUMO
+does not keep states set from outside), and the controller starts fresh from the greens shown. Its guard
+counters count from the fork. SUMO's random numbers restart from the seed (the state does not carry them),
+the same for every run from one fork.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import resource
 import tempfile
 import time
@@ -20,21 +28,53 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from citysignal.bench.metrics import delay_by_depart, trip_metrics
 from citysignal.control import SafetyGuard, make_controller
-from citysignal.control.guard import DEFAULT_MAX_RED_S, GUARD_FIELDS, HOLD
+from citysignal.control.guard import DEFAULT_MAX_RED_S, GUARD_FIELDS, HOLD, GuardStats
 from citysignal.control.health import DetectorSupervisor
+from citysignal.errors import UserError
 from citysignal.network import load_network
 from citysignal.network.layout import Layout
 from citysignal.network.plans import write_actuated
 from citysignal.scenarios import Scenario
 from citysignal.twin import Twin
 from citysignal.twin.faults import DetectorFaults, FaultSpec
+from citysignal.twin.observation import Observation, ProgramPosition
 
 RECORD_EVERY_S = 10
+
+
+@dataclass(frozen=True)
+class Fork:
+    """A twin at one step boundary: SUMO's state (gzip XML), the guard's state, and what was on the lanes."""
+
+    time: float
+    sumo_state: bytes
+    guard_state: dict[str, Any]
+    lanes: str  # digest of the vehicles and halting vehicles on every lane (`lanes_digest`)
+    vehicles: int  # on the observed lanes
+
+
+def lanes_digest(obs: Observation) -> str:
+    """Equal for two twins with the same vehicles on the same lanes, halting alike."""
+    return hashlib.sha256(obs.lane("vehicles").tobytes() + obs.lane("halting").tobytes()).hexdigest()[:16]
+
+
+def guard_position(layout: Layout, guard: SafetyGuard, now: float) -> ProgramPosition:
+    """Where each intersection stands, as a program position a controller's `reset` understands: the first
+    program phase of the green showing (or of the green a transition leads to), and for how long it shows."""
+    phase = np.zeros(layout.n_intersections, dtype=np.int64)
+    elapsed = np.zeros(layout.n_intersections)
+    for k, inter in enumerate(layout.intersections):
+        g = int(guard.green[k]) if guard.green[k] >= 0 else int(guard.target[k])
+        if g >= 0:
+            phase[k] = inter.program_green_index.index(g)
+            elapsed[k] = float(now - guard.since[k]) if guard.green[k] >= 0 else 0.0
+    return ProgramPosition(phase, elapsed)
 
 
 @dataclass
@@ -53,6 +93,8 @@ class EpisodeResult:
     snapshot: dict[str, float] = field(default_factory=dict)  # lane -> halting at snapshot_time
     timings: dict[str, float] = field(default_factory=dict)  # seconds in observe / decide / guard / step
     controller_stats: dict[str, float] = field(default_factory=dict)  # `Controller.stats()`, also in metrics
+    start_lanes: str = ""  # `lanes_digest` at the start, for runs from a fork
+    fork: Fork | None = None  # with `keep_fork`: the twin at the end
 
     def row(self) -> dict[str, object]:
         from citysignal.bench.metrics import METRIC_KEYS
@@ -85,14 +127,20 @@ def run_episode(
     policy: Path | None = None,
     snapshot_at: float | None = None,
     faults: FaultSpec | None = None,
+    start: Fork | None = None,
+    keep_fork: bool = False,
 ) -> EpisodeResult:
     """Run one episode; `on_step(fraction_done)` is called every recorded interval.
 
     Every `RECORD_EVERY_S` it records the city's queue and each intersection's; at `snapshot_at`
     (default: mid-window) it keeps every observed lane's queue, for congestion maps. With `faults`
     (fraction 0 included) the controller and the guard see the faulty detectors through a
-    `DetectorSupervisor`; the records and metrics always come from the true readings."""
+    `DetectorSupervisor`; the records and metrics always come from the true readings. With `start`, the
+    episode begins at that fork (the scenario's begin is replaced by the fork's time); with `keep_fork`,
+    the result carries a `Fork` of the twin at the end."""
     _reset_peak_rss()
+    if start is not None:
+        scenario = scenario.with_window(start.time, scenario.end)
     controller = make_controller(controller_name, policy)
     network = load_network(scenario.net_file, scenario.additional_files)
     layout = Layout.from_network(network)
@@ -101,6 +149,9 @@ def run_episode(
     supervisor = DetectorSupervisor(controller) if faults is not None and not monitor else None
     faulty = DetectorFaults(faults, layout, scenario.begin) if supervisor is not None and faults else None
     decider = supervisor or controller
+    if monitor and (start is not None or keep_fork):
+        raise UserError(f"'{controller_name}' is SUMO's own program: it cannot run from or leave a fork")
+    fields = decider.requires | GUARD_FIELDS | ({"vehicles"} if start is not None or keep_fork else set())
     result = EpisodeResult(scenario.name, controller_name, seed, {})
     with tempfile.TemporaryDirectory(prefix="citysignal-run-") as tmp_name:
         tmp = Path(tmp_name)
@@ -110,14 +161,20 @@ def run_episode(
         steps = teleports = 0
         snap_t = (scenario.begin + scenario.end) / 2 if snapshot_at is None else snapshot_at
         queue_sum = np.zeros(layout.n_intersections)
-        with Twin(scenario, layout, seed=seed, fields=decider.requires | GUARD_FIELDS,
-                  tripinfo=tripinfo, extra_additional=extra) as twin:  # fmt: skip
+        with Twin(scenario, layout, seed=seed, fields=fields, tripinfo=tripinfo, extra_additional=extra) as twin:
             now = twin.time
-            position = twin.program_position()
+            if start is not None:
+                twin.load_state(start.sumo_state)
+                guard.restore(start.guard_state)
+                guard.stats = GuardStats()
+                twin.write(dict(enumerate(guard.shown)))
+                position = guard_position(layout, guard, now)
+            else:
+                position = twin.program_position()
             decider.reset(layout, position, seed)
             if monitor:
                 guard.adopt(now, twin.states())
-            else:
+            elif start is None:
                 twin.write(guard.start(now, position))
             clock = dict.fromkeys(("observe", "decide", "guard", "step"), 0.0)
             decide_ms = array("d")  # decision steps only: at most one float per step
@@ -126,6 +183,8 @@ def run_episode(
                 t0 = time.perf_counter()
                 obs = twin.observe(guard.green.copy(), guard.time_in_phase(now))
                 t1 = time.perf_counter()
+                if start is not None and steps == 0:
+                    result.start_lanes = lanes_digest(obs)
                 if monitor:
                     guard.monitor(now, twin.states())
                     t2 = t1
@@ -160,6 +219,10 @@ def run_episode(
                 teleports += twin.teleports_started()
                 steps += 1
             result.timings = clock
+            if keep_fork:
+                obs = twin.observe(guard.green.copy(), guard.time_in_phase(twin.time))
+                count = int(obs.lane("vehicles").sum())
+                result.fork = Fork(twin.time, twin.save_state(), guard.state(), lanes_digest(obs), count)
         wall = time.perf_counter() - started
         metrics: dict[str, float] = dict(trip_metrics(tripinfo))
         result.delay_t, result.delay = delay_by_depart(tripinfo, scenario.begin, scenario.end)

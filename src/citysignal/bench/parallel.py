@@ -1,9 +1,10 @@
 """Run many episodes (scenarios x controllers x seeds) in parallel on Ray, one SUMO per worker process.
 
-Ray starts locally (`num_cpus=workers`) unless an address is given (`ray://host:10001` or `auto`);
-on a cluster every node must have citysignal installed, and a scenario given by path must exist at
-the same path on the nodes (bundled scenarios ship with the package). A single job, or `workers=1`
-without an address, runs in this process: no Ray start-up for a one-off run.
+Ray starts locally (`num_cpus=workers`, loopback only) unless an address is given (`host:6379`,
+`ray://host:10001` or `auto`; see `bench.cluster`); on a cluster every node must have citysignal
+installed, and a scenario given by path must exist at the same path on the nodes (bundled scenarios
+ship with the package). A single job, or `workers=1` without an address, runs in this process: no
+Ray start-up for a one-off run.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from citysignal.bench.episode import EpisodeResult, run_episode
+from citysignal.bench.cluster import init_ray
+from citysignal.bench.episode import EpisodeResult, Fork, run_episode
 from citysignal.control.guard import DEFAULT_MAX_RED_S
 from citysignal.scenarios import Scenario
 from citysignal.twin.faults import FaultSpec
@@ -27,10 +29,17 @@ class Job:
     policy: Path | None = None
     snapshot_at: float | None = None
     faults: FaultSpec | None = None
+    start: Fork | None = None  # begin at this fork of the twin (what-if), not at the scenario's begin
 
     @property
     def label(self) -> str:
         return f"{self.scenario.name}/{self.controller}/seed {self.seed}"
+
+
+def _run(job: Job, on_step: Callable[[float], None] | None = None) -> EpisodeResult:
+    j = job
+    return run_episode(j.scenario, j.controller, j.seed, j.max_red, on_step, j.policy, j.snapshot_at, j.faults,
+                       j.start)  # fmt: skip
 
 
 def run_jobs(
@@ -47,30 +56,19 @@ def run_jobs(
                 if on_done is not None:
                     on_done(job, frac)
 
-            result = run_episode(job.scenario, job.controller, job.seed, job.max_red, progress, job.policy,
-                                 job.snapshot_at, job.faults)  # fmt: skip
-            results.append(result)
+            results.append(_run(job, progress))
             progress(1.0)
         return results
     return _run_on_ray(jobs, workers, address, on_done)
 
 
-def _run_job(job: Job) -> EpisodeResult:
-    return run_episode(job.scenario, job.controller, job.seed, job.max_red, None, job.policy, job.snapshot_at,
-                       job.faults)  # fmt: skip
-
-
 def _run_on_ray(
     jobs: Sequence[Job], workers: int, address: str | None, on_done: Callable[[Job, float], None] | None
 ) -> list[EpisodeResult]:
+    init_ray(workers, address)
     import ray
 
-    if not ray.is_initialized():
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    remote = ray.remote(num_cpus=1, max_retries=0)(_run_job)
+    remote = ray.remote(num_cpus=1, max_retries=0)(_run)
     refs = {remote.remote(j): i for i, j in enumerate(jobs)}
     results: list[EpisodeResult | None] = [None] * len(jobs)
     pending = list(refs)

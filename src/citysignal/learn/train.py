@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from citysignal.bench.cluster import init_ray
 from citysignal.bench.episode import run_episode
 from citysignal.control.ai import MOVEMENT_FEATURES, TRUST, CityIndex, save_policy
 from citysignal.learn.model import SharedPolicy
@@ -122,13 +123,9 @@ class Trainer:
         cfg = self.config
         if cfg.address is None and cfg.workers <= 1:
             return [fn(*a) for a in args]
+        init_ray(cfg.workers, cfg.address)
         import ray
 
-        if not ray.is_initialized():
-            if cfg.address:
-                ray.init(address=cfg.address, log_to_driver=False)
-            else:
-                ray.init(num_cpus=cfg.workers, include_dashboard=False, log_to_driver=False)
         remote = ray.remote(num_cpus=1, max_retries=0)(fn)
         return list(ray.get([remote.remote(*a) for a in args]))
 

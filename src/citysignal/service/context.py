@@ -88,8 +88,9 @@ class Service:
         local = self.engine.local
         skipped = local.apply_control(ControlState(assignment, {}))
         counts = Counter(name for inter_id, name in assignment.items() if inter_id not in skipped)
-        self.system_event("controller_switch", "city", "restored",
-                          {"controllers": dict(counts), "left_out": skipped})  # fmt: skip
+        self.system_event("controller_switch", "city", "restored", {
+            "controllers": dict(counts), "left_out": len(skipped), "first_left_out": dict(list(skipped.items())[:5]),
+        })  # fmt: skip
         if down > OVERRIDE_RESTORE_S:
             dropped = {i: f"expired: the service was down {down:.0f} s, more than {OVERRIDE_RESTORE_S:g} s"
                        for i in overrides}  # fmt: skip
@@ -135,6 +136,11 @@ class Service:
             "read_open": self.settings.read_open,
             "override_rate": {"limit": self.settings.override_limit, "window_s": self.settings.override_window_s},
             "store": {"backend": self.store.engine.dialect.name, "journal_mode": self.store.journal_mode},
+            "twin": {
+                "pid": self.engine.pid,
+                "restarts": self.engine.restarts,
+                "snapshot_write_errors": self.engine.snapshot_errors,
+            },
         }
 
 

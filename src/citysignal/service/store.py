@@ -2,7 +2,8 @@
 
 Persisted through SQLAlchemy (2.x ORM) to any database it speaks: SQLite by default, in WAL mode with
 `synchronous=FULL` (every commit is on disk before it returns), PostgreSQL by URL
-(`postgresql+psycopg://...`; the driver is not a dependency of citysignal: `pip install psycopg`).
+(`postgresql+psycopg://...`; the driver is not a dependency of citysignal: `pip install "psycopg[binary]"`).
+Both are tested alike, PostgreSQL against a real server. Row ids are 64-bit on both.
 
 Durability contract: `record()` commits before it returns, and the API acknowledges an operator
 action only after `record()` returned, so an acknowledged action survives a kill -9 of the service.

@@ -20,8 +20,10 @@ Failure modes:
   degraded state is audited (`twin_degraded`, `twin_recovered`).
 - twin died (kill -9, segfault in SUMO, the loop crashed): health says "restarting" (503), a new child
   starts from the latest snapshot with the current controller assignments and overrides, and
-  `twin_restart` is audited with the downtime. At most `MAX_RESTARTS` in `RESTART_WINDOW_S`; then the
-  error stays (a twin that cannot run is not restarted forever).
+  `twin_restart` is audited with the downtime. The new child is a spare started beforehand that has
+  loaded the net and waits for "go" (it holds a second copy of the net in memory), so a restart costs
+  SUMO's start and the state load only: about 1 s on grid4x4 and manhattan_28x7. At most `MAX_RESTARTS`
+  in `RESTART_WINDOW_S`; then the error stays (a twin that cannot run is not restarted forever).
 - service killed: the child ends when the parent goes away (its pipe closes), so a kill -9 of the
   service leaves no orphan simulation; the restart state in the database (`store.RestartStore`) lets
   the next service continue (see `context`). The child ignores SIGINT: Ctrl-C in a terminal reaches
@@ -93,8 +95,9 @@ class _PipeRecorder:
         self._send(("kpi", sample))
 
 
-def worker_main(conn: Connection, config: EngineConfig, control: ControlState, resume: Snapshot | None) -> None:
-    """Entry point of the child process: run the engine, stream snapshots, beat, answer commands."""
+def worker_main(conn: Connection, config: EngineConfig) -> None:
+    """Entry point of the child process: load the net, wait for "go" (a spare waits until its twin is
+    needed), then run the engine, stream snapshots, beat and answer commands."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     lock = threading.Lock()
 
@@ -115,11 +118,19 @@ def worker_main(conn: Connection, config: EngineConfig, control: ControlState, r
     try:
         sc = config.scenario
         network = load_network(sc.net_file, sc.additional_files)
-        engine = ControlEngine(config, network, Layout.from_network(network), _PipeRecorder(send), publish,
+        layout = Layout.from_network(network)
+        gc.freeze()  # the net and layout stay for the process's life: keep them out of full collections
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message[0] != "go":
+            return
+        _, control, resume = message
+        engine = ControlEngine(config, network, layout, _PipeRecorder(send), publish,
                                lambda snap: send(("snapshot", snap)), resume)  # fmt: skip
         engine.apply_control(control)
         engine.start()
-        gc.freeze()  # the net and layout stay for the process's life: keep them out of full collections
     except UserError as exc:
         send(("failed", str(exc)))
         return
@@ -212,6 +223,7 @@ class EngineProcess:
         self._snapshot: Snapshot | None = None
         self._live: Live | None = None
         self._child: _Child | None = None
+        self._spare: _Child | None = None  # a process with the net loaded, waiting to replace the twin
         self._lock = threading.Lock()  # the child swap against stop()
         self._stopping = False
         self._wake = threading.Event()
@@ -231,31 +243,53 @@ class EngineProcess:
             self._control = control
         self._snapshot = resume
         self._persist_control()
-        with self._lock:
-            child = self._spawn()
-        if not child.ready.wait(timeout):
+        failure = self._first_start(timeout)
+        if failure is not None and resume is not None:
+            self._unusable(resume, failure)
+            failure = self._first_start(timeout)
+        if failure is not None:
             self.stop()
-            raise UserError(f"the twin did not start within {timeout:g} s")
-        if not self._accept(child):
-            self.stop()
-            raise UserError(child.failed or "the twin ended during its start")
+            raise UserError(failure)
+        self._prepare_spare()
         for target in (self._watch, self._save_snapshots):
             thread = threading.Thread(target=target, name=f"citysignal-twin-{target.__name__[1:]}", daemon=True)
             thread.start()
             self._threads.append(thread)
 
+    def _first_start(self, timeout: float) -> str | None:
+        """Start the twin; why it did not start, or None."""
+        with self._lock:
+            child = self._go(self._spawn())
+        started = child.ready.wait(timeout)
+        if started and self._accept(child):
+            return None
+        self._end(child, 1.0)
+        if child.failed is not None:
+            return child.failed
+        return f"the twin ended during its start (exit code {child.process.exitcode})" if started else (
+            f"the twin did not start within {timeout:g} s")  # fmt: skip
+
+    def _unusable(self, snap: Snapshot, failure: str) -> None:
+        """A snapshot the twin did not start from (SUMO may even crash on it) must not keep the twin down:
+        the next start is from the scenario's begin."""
+        if self._snapshot is snap:
+            self._snapshot = None
+        self._system("snapshot_unusable", "error", {"error": failure, "sim_time": snap.sim_time})
+
     def stop(self, timeout: float = 30.0) -> None:
         with self._lock:
             self._stopping = True
-            child = self._child
+            child, spare = self._child, self._spare
         self._wake.set()
-        if child is not None:
-            self._end(child, timeout if child.silent() < STALE_S else 1.0)
+        for process in (child, spare):
+            if process is not None:
+                self._end(process, timeout)
         for thread in self._threads:
             thread.join(timeout)
 
     def _end(self, child: _Child, timeout: float) -> None:
-        """Ask the child to stop, then terminate, then kill (a paused process takes only SIGKILL)."""
+        """Ask the child to stop, then terminate, then kill (a paused process takes only SIGKILL). A child
+        that has said nothing for a while (paused, hung, or a spare that never beats) is not waited for."""
         process = child.process
         if process.is_alive():
             if self._send_lock.acquire(timeout=1.0):
@@ -264,7 +298,9 @@ class EngineProcess:
                         child.conn.send(("stop",))
                 finally:
                     self._send_lock.release()
-            process.join(timeout)
+            deadline = time.monotonic() + timeout
+            while process.is_alive() and time.monotonic() < deadline and child.silent() < STALE_S + 1.0:
+                process.join(0.1)
             if process.is_alive():
                 process.terminate()
                 process.join(2)
@@ -282,17 +318,37 @@ class EngineProcess:
             return child.accepted
 
     def _spawn(self) -> _Child:
-        """A new twin process from the latest snapshot and control state (call with `_lock` held)."""
+        """A new process that loads the net and waits for `_go`."""
         ctx = multiprocessing.get_context("spawn")  # no fork of a threaded server
         parent, child_end = ctx.Pipe()
-        process = ctx.Process(target=worker_main, args=(child_end, self.config, self._control, self._snapshot),
-                              name="citysignal-twin", daemon=True)  # fmt: skip
+        process = ctx.Process(target=worker_main, args=(child_end, self.config), name="citysignal-twin", daemon=True)
         process.start()
         child_end.close()
-        child = self._child = _Child(process, parent)
+        child = _Child(process, parent)
         child.reader = threading.Thread(target=self._read, args=(child,), name="citysignal-twin-reader", daemon=True)
         child.reader.start()
         return child
+
+    def _go(self, child: _Child) -> _Child:
+        """Make `child` the twin: start it from the latest snapshot and control state (with `_lock` held)."""
+        self._child = child
+        with self._send_lock, contextlib.suppress(BrokenPipeError, OSError):  # a dead child: its reader tells
+            child.conn.send(("go", self._control, self._snapshot))
+        child.heard = time.monotonic()
+        return child
+
+    def _prepare_spare(self) -> None:
+        """Load the net in a spare process now, so that a restart costs only SUMO's start and the state load."""
+        with self._lock:
+            if not self._stopping and self._spare is None:
+                self._spare = self._spawn()
+
+    def _take_spare(self) -> _Child | None:
+        """The spare if it is still fit to start (with `_lock` held)."""
+        spare, self._spare = self._spare, None
+        if spare is not None and spare.process.is_alive() and spare.failed is None and not spare.ended:
+            return spare
+        return None
 
     # health ----------------------------------------------------------------------------------
     def health(self) -> tuple[Health, str | None]:
@@ -419,7 +475,7 @@ class EngineProcess:
                     return
                 old = self._child
                 snap = self._snapshot
-                child = self._spawn()
+                child = self._go(self._take_spare() or self._spawn())
             if old is not None:
                 self._end(old, 1.0)
             if child.ready.wait(START_TIMEOUT_S) and self._accept(child):
@@ -430,11 +486,14 @@ class EngineProcess:
                     "from_sim_time": snap.sim_time if snap else None,
                     "snapshot_taken_at": snap.taken_at if snap else None,
                 })  # fmt: skip
+                self._prepare_spare()
                 return
             if self._stopping:
                 return
             reason = child.failed or f"the restarted twin ended (exit code {child.process.exitcode})"
             self._restarting = reason
+            if snap is not None:
+                self._unusable(snap, reason)
 
     def _save_snapshots(self) -> None:
         """Write the newest snapshot to the database now and then; a slow disk only skips older ones."""
