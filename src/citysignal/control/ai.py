@@ -45,6 +45,7 @@ from numpy.typing import NDArray
 
 from citysignal.control.adaptive import reach_fraction
 from citysignal.control.base import Controller
+from citysignal.control.guard import HOLD
 from citysignal.control.pressure import spillback
 from citysignal.errors import UserError
 from citysignal.network.layout import Layout
@@ -56,6 +57,7 @@ GREEN_FEATURES = 2
 QUEUE_SCALE = 10.0
 TRUST = 0.5  # the trust region: greens scoring at least this share of the anchor's best
 OOD_FACTOR = 1.5  # inputs beyond this multiple of the largest seen in training fall back to the anchor
+MIN_GREEN_S = 10.0  # the policy leaves a green alone this long (the guard's min green may be shorter)
 REACH_M = 167.0  # Advanced-MP's detection range for vehicles approaching a green
 TIME_SCALE = 60.0
 PARAM_NAMES = ("w1", "b1", "w2", "b2", "w3", "b3", "w4", "b4", "alpha", "wv1", "bv1", "wv2", "bv2")
@@ -232,6 +234,12 @@ class Deployed:
     overruled: NDArray[np.bool_]  # the policy's favourite was outside the trust region
 
 
+def ready(obs: Observation) -> NDArray[np.bool_]:
+    """Intersections the policy decides for now: in a green that has run `MIN_GREEN_S` (as Advanced-MP).
+    The others hold: a change under way runs to its green, and a new green is not cut short."""
+    return np.asarray((obs.phase >= 0) & (obs.time_in_phase >= MIN_GREEN_S))
+
+
 def trust_region(index: CityIndex, anchor: FloatArray, trust: float) -> NDArray[np.bool_]:
     """(intersections x max greens) the greens the policy may choose: those whose anchor score is at
     least `trust` x the intersection's best (all of them where nothing is queued, or `trust` is 0)."""
@@ -300,11 +308,12 @@ class AiController(Controller):
         self.scores, _ = forward(self.params, self.index, np.nan_to_num(mov), green)
         logits = masked_logits(self.index, self.scores)
         rule = deployed_choice(self.index, logits, mov, green, self.feature_max, self.ood_factor, self.trust)
-        self.fallback, self.overruled = rule.fallback, rule.overruled
-        self.counts["decisions"] += lay.n_intersections
-        self.counts["fallback"] += int(rule.fallback.sum())
-        self.counts["overruled"] += int(rule.overruled.sum())
-        self.request = rule.choice  # in a transition the guard carries it out afterwards
+        deciding = ready(obs)
+        self.fallback, self.overruled = rule.fallback & deciding, rule.overruled & deciding
+        self.counts["decisions"] += int(deciding.sum())
+        self.counts["fallback"] += int(self.fallback.sum())
+        self.counts["overruled"] += int(self.overruled.sum())
+        self.request = np.where(deciding, rule.choice, HOLD).astype(np.int64)
         return self.request
 
     def stats(self) -> dict[str, float]:

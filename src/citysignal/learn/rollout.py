@@ -25,6 +25,7 @@ from citysignal.control.ai import (
     green_features,
     log_softmax,
     masked_logits,
+    ready,
     sample,
     trust_region,
 )
@@ -48,6 +49,7 @@ class Rollout:
     values: list[FloatArray] = field(default_factory=list)
     rewards: list[FloatArray] = field(default_factory=list)
     allowed: list[NDArray[np.bool_]] = field(default_factory=list)
+    decided: list[NDArray[np.bool_]] = field(default_factory=list)  # the policy's choice was carried out
     metrics: dict[str, float] = field(default_factory=dict)
     feature_max: FloatArray = field(default_factory=lambda: np.zeros(MOVEMENT_FEATURES))
 
@@ -78,21 +80,23 @@ def rollout(
                 scores, values = forward(params, index, mov, green)
                 logits = masked_logits(index, scores)
                 result.feature_max = np.maximum(result.feature_max, np.nan_to_num(mov).max(axis=0))
+                deciding = ready(obs)
                 if greedy:
                     deployed = deployed_choice(index, logits, mov, green, rule.feature_max, rule.ood_factor, rule.trust)
                     actions = deployed.choice
-                    decisions += len(actions)
-                    fallback += int(deployed.fallback.sum())
-                    overruled += int(deployed.overruled.sum())
+                    decisions += int(deciding.sum())
+                    fallback += int((deployed.fallback & deciding).sum())
+                    overruled += int((deployed.overruled & deciding).sum())
                 else:
                     allowed = trust_region(index, anchor_scores(index, mov, green), rule.trust)
                     inside = np.where(allowed, logits, -np.inf)
                     actions = sample(inside, rng)
-                step = core.step(actions)
+                step = core.step(np.where(deciding, actions, HOLD).astype(np.int64))
                 if not greedy:
                     result.mov.append(mov.astype(np.float32))
                     result.green.append(green.astype(np.float32))
                     result.actions.append(actions)
+                    result.decided.append(deciding)
                     result.allowed.append(allowed)
                     result.logp.append(np.take_along_axis(log_softmax(inside), actions[:, None], axis=1)[:, 0])
                     result.values.append(values)
@@ -151,7 +155,8 @@ def demonstrate(scenario: Scenario, teacher: str, seed: int, trust: float = TRUS
             guard = core.guard
             demo.mov.append(mov.astype(np.float32))
             demo.green.append(green.astype(np.float32))
-            demo.labels.append(np.where(guard.green >= 0, guard.green, guard.target).astype(np.int64))
+            label = np.where(guard.green >= 0, guard.green, guard.target)
+            demo.labels.append(np.where(ready(obs), label, -1).astype(np.int64))  # -1: no decision here
             demo.allowed.append(trust_region(index, anchor_scores(index, mov, green), trust))
             demo.feature_max = np.maximum(demo.feature_max, np.nan_to_num(mov).max(axis=0))
             obs = step.obs

@@ -190,6 +190,8 @@ class Trainer:
                 green = torch.as_tensor(np.array(r.green), dtype=torch.float64, device=dev)
                 actions = torch.as_tensor(np.array(r.actions), device=dev)
                 allowed = torch.as_tensor(np.array(r.allowed), device=dev)
+                decided = torch.as_tensor(np.array(r.decided), device=dev, dtype=torch.float64)
+                n_decided = decided.sum().clamp(min=1.0)
                 old_logp = torch.as_tensor(np.array(r.logp), device=dev)
                 advantage = torch.as_tensor((adv - mean) / scale, device=dev)
                 returns = torch.as_tensor(ret, device=dev)
@@ -197,9 +199,10 @@ class Trainer:
                 logp_all = self.model.log_probs(index, scores, allowed)
                 logp = logp_all.gather(-1, actions[..., None])[..., 0]
                 ratio = torch.exp(logp - old_logp)
-                policy_loss = -torch.min(ratio * advantage, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * advantage).mean()
+                surrogate = torch.min(ratio * advantage, ratio.clamp(1 - cfg.clip, 1 + cfg.clip) * advantage)
+                policy_loss = -(surrogate * decided).sum() / n_decided  # held intersections chose nothing
                 probs = torch.exp(logp_all).nan_to_num(0.0)
-                entropy = -(probs * logp_all.nan_to_num(0.0, neginf=0.0)).sum(-1).mean()
+                entropy = (-(probs * logp_all.nan_to_num(0.0, neginf=0.0)).sum(-1) * decided).sum() / n_decided
                 value_loss = ((values - returns) ** 2).mean()
                 loss = policy_loss + cfg.value_coef * value_loss - cfg.entropy * entropy
                 self.optimizer.zero_grad()
