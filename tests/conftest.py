@@ -9,7 +9,6 @@ from __future__ import annotations
 import importlib.util
 import sys
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 
 import pytest
@@ -17,27 +16,11 @@ import pytest
 if importlib.util.find_spec("citysignal") is None:  # pragma: no cover - depends on the environment
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
-from citysignal.network import Network, load_network
+from bundled import bundled_layout, bundled_network, bundled_scenario
+
+from citysignal.network import Network
 from citysignal.network.layout import Layout
-from citysignal.scenarios import Scenario, bundled_names, resolve
-
-BUNDLED = bundled_names()
-
-
-@cache
-def bundled_scenario(name: str) -> Scenario:
-    return resolve(name)
-
-
-@cache
-def bundled_network(name: str) -> Network:
-    sc = bundled_scenario(name)
-    return load_network(sc.net_file, sc.additional_files)
-
-
-@cache
-def bundled_layout(name: str) -> Layout:
-    return Layout.from_network(bundled_network(name))
+from citysignal.scenarios import Scenario
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ to the anchor (Advanced-MP) exactly when they should, are counted, and are expla
 from __future__ import annotations
 
 import numpy as np
-from conftest import bundled_layout
+from bundled import bundled_layout
 
 from citysignal.control.adaptive import AdvancedMaxPressure
 from citysignal.control.ai import AiController, deployed_choice, movement_features

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BUNDLED, bundled_layout, bundled_scenario
+from bundled import BUNDLED, bundled_layout, bundled_scenario
 
 from citysignal.bench.episode import run_episode
 from citysignal.bench.metrics import METRIC_KEYS, trip_metrics

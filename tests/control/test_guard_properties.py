@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
-from conftest import BUNDLED, bundled_layout
+from bundled import BUNDLED, bundled_layout
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import bundled_layout
+from bundled import bundled_layout
 
 from citysignal.control.guard import HOLD, MAX_CLEARANCE_S, SafetyGuard
 from citysignal.network import signals

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import bundled_layout
+from bundled import bundled_layout
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import BUNDLED
+from bundled import BUNDLED
 
 from citysignal.errors import UserError
 from citysignal.network import load_network, signals

@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import BUNDLED
+from bundled import BUNDLED
 
 from citysignal.errors import UserError
 from citysignal.network import load_network
