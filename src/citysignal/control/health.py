@@ -8,16 +8,30 @@ does. A lane is *faulty* while
   SUMO's default car, count too: 7 were seen on a 41 m lane of cologne1), or the occupancy above 1;
 - the vehicle count jumps by more than `MAX_JUMP` in one step (a lane gains or loses at most a vehicle or
   two a second; a chattering or noisy loop jumps by many), flagged for `LATCH_S` after the last such reading;
-- its readings stayed exactly the same, and not empty, for `STUCK_S` (a queue that is served changes; one
-  that stands that long behind a red is preempted by the guard's max red first). A frozen *empty* reading
-  cannot be told from an empty lane this way and is not caught.
+- its readings stayed exactly the same, and not empty, for `STUCK_S` (a queue that is served moves; one
+  that stands that long behind a red is preempted by the guard's max red first);
+- it is *silent*: its stop-line count has not grown for so long that, at the rate it grew before,
+  `SILENT_COUNT` vehicles should have crossed (after at least `SILENT_HISTORY_S` with counts). This
+  catches a detector stuck at any value, empty included, as long as the lane had traffic before (a lane
+  that never had any cannot be told from one whose detector died before it did), and whether or not the
+  controller, misled by it, still gives the lane a green. A lane blocked from downstream, or starved, for
+  that long looks silent too: then the queue model below stands in for a reading that was no use either;
+- it has never counted a vehicle `NEVER_S` after the start while the other lanes into its intersection
+  counted `NEVER_OTHERS` (a detector dead from the start; a lane nobody uses looks the same, and is then
+  modelled as an average one).
 
-`DetectorSupervisor` puts a controller behind it. Faulty lanes never reach the controller: each is replaced
-by the mean of the healthy lanes of its edge (SCATS's substitute detector); where an edge has no healthy
-lane, the lane reads 0 and an intersection fed by it is *in fallback*: it gets the fixed-time program's
-request (`cycle.FixedTime`, the net's own plan) instead of the controller's, and `explain` says why. The
-safety guard sees faulty lanes as unknown (NaN halting and stop-line counts; see `guard`). Controllers that
-SUMO runs itself (`sumo_program`) read SUMO's own detectors and are not supervised.
+`DetectorSupervisor` puts a controller behind it. Faulty lanes never reach the controller: each reads a
+store-and-forward queue model instead (a virtual detector): from its last trusted halting count, vehicles
+arrive at the lane's own mean rate measured while it was healthy (never below the mean of its
+intersection's lanes) and leave at the saturation flow while a green serves the lane, never below 0 nor
+above what the lane holds; the lane reads that queue, or the mean queue of its intersection's healthy
+incoming lanes where that is more (a lane modelled too empty is starved, one modelled too full only gets a
+green it did not need); vehicles = halting = that reading, occupancy from it, and the stop-line count grows
+by what leaves the model. An intersection with more than half of its incoming lanes faulty is *in fallback*:
+it gets the fixed-time program's request (`cycle.FixedTime`, the net's own plan) instead of the
+controller's. `explain` says which it is and why. The safety guard sees faulty lanes as unknown (NaN halting
+and stop-line counts; see `guard`). Controllers that SUMO runs itself (`sumo_program`) read SUMO's own
+detectors and are not supervised.
 """
 
 from __future__ import annotations
@@ -29,20 +43,24 @@ import numpy as np
 from numpy.typing import NDArray
 
 from citysignal.control.base import Controller
-from citysignal.control.cycle import FixedTime
+from citysignal.control.cycle import SATURATION_FLOW_VEH_S, FixedTime
 from citysignal.network.layout import Layout
-from citysignal.twin.faults import FAULT_FIELDS, lane_capacity
+from citysignal.twin.faults import VEHICLE_SPACE_M, lane_capacity
 from citysignal.twin.observation import Observation, ProgramPosition
 
 STUCK_S = 300.0
+SILENT_COUNT = 8.0
+SILENT_HISTORY_S = 60.0
+RATE_HISTORY_S = 120.0
+NEVER_S = 600.0
+NEVER_OTHERS = 20.0
 OVERFULL = 1.5
 OVERFULL_MARGIN = 2.0
 MAX_JUMP = 4.0
 LATCH_S = 300.0
 HEALTH_FIELDS = frozenset({"halting", "vehicles"})  # what the checks read, beside the controller's fields
 READING_FIELDS = ("vehicles", "halting", "occupancy")
-REASONS = ("", "missing", "beyond capacity", "implausible jumps", "stuck")
-CLEAN_FIELDS = (*FAULT_FIELDS, "speed")
+REASONS = ("", "missing", "beyond capacity", "implausible jumps", "stuck", "silent", "no count since the start")
 
 
 class DetectorHealth:
@@ -57,13 +75,25 @@ class DetectorHealth:
         self._bad_until = np.full(n, -np.inf)
         self._last: NDArray[np.float64] | None = None
         self._last_vehicles: NDArray[np.float64] | None = None
+        self._start = np.nan
         self._same_since = np.zeros(n)
-        edges: dict[str, int] = {}
-        self.edge = np.array([edges.setdefault(lane.rsplit("_", 1)[0], len(edges)) for lane in layout.lanes])
-        self.n_edges = len(edges)
+        self._last_passed: NDArray[np.float64] | None = None
+        self._counted = np.zeros(n)  # stop-line counts, and the seconds up to the last one
+        self._counted_time = np.zeros(n)
+        self._dry = np.zeros(n)  # seconds since the count last grew
+        self.feeds = np.full(n, -1, dtype=np.int64)  # the intersection an incoming lane feeds, else -1
+        self.feeds[layout.mov_in] = layout.mov_int
+        self._rate_count = np.zeros(n)  # stop-line counts while healthy, and the seconds they took
+        self._rate_time = np.zeros(n)
+        self.queue = np.zeros(n)  # the queue model: the halting count, a model one for faulty lanes
+        self.model_passed = np.zeros(n)  # the stop-line count, a model one for faulty lanes
+        self.reading = np.zeros(n)  # what a faulty lane reads instead (see the module docstring)
+        self._pair_int = layout.mov_int[layout.serve_mov]  # (green, movement) pairs: whose green
+        self._pair_local = layout.serve_green - layout.green_start[self._pair_int]
 
     def update(self, obs: Observation) -> None:
         now = obs.time
+        self._start = now if np.isnan(self._start) else self._start
         present = [f for f in READING_FIELDS if getattr(obs, f) is not None]
         readings = np.stack([obs.lane(f) for f in present])
         missing = np.isnan(readings).any(axis=0)
@@ -90,27 +120,84 @@ class DetectorHealth:
         self._same_since = np.where(same, self._same_since, now)
         stuck = now - self._same_since >= STUCK_S
         self.reason[stuck] = 4
-        self.faulty = (now < self._bad_until) | stuck
+        lay = self.layout
+        green = np.zeros(len(lay.lanes))
+        green[lay.mov_in[lay.serve_mov[obs.phase[self._pair_int] == self._pair_local]]] = 1.0
+        green[self.feeds < 0] = 1.0  # a lane into no signal of ours (a way out of the map) flows freely
+        silent = self._silent(obs) if obs.passed is not None else np.zeros_like(missing)
+        self.reason[silent] = 5
+        never = self._never(obs)
+        self.reason[never] = 6
+        was_faulty = self.faulty
+        self.faulty = (now < self._bad_until) | stuck | silent | never
+        self._model(obs, green, was_faulty)
 
-    def substitutes(self) -> tuple[NDArray[np.bool_], NDArray[np.float64]]:
-        """Per lane: whether its edge has a healthy lane; per edge: how many healthy lanes it has."""
-        healthy = np.bincount(self.edge, weights=(~self.faulty).astype(float), minlength=self.n_edges)
-        return np.asarray(healthy[self.edge] > 0), np.asarray(healthy, dtype=np.float64)
+    def _model(self, obs: Observation, green: NDArray[np.float64], was_faulty: NDArray[np.bool_]) -> None:
+        """Advance the queue model one step; a healthy lane's model is its reading."""
+        passed = obs.passed if obs.passed is not None else np.full(len(self.queue), np.nan)
+        counted = ~was_faulty & ~self.faulty & ~np.isnan(passed)
+        self._rate_count += np.where(counted, np.maximum(passed - self.model_passed, 0.0), 0.0)
+        self._rate_time += counted
+        known = self._rate_time >= RATE_HISTORY_S
+        rate = np.divide(self._rate_count, self._rate_time, out=np.zeros_like(self.queue), where=known)
+        # Never below the mean of the intersection's lanes: a lane modelled too empty is starved, one modelled
+        # too full only gets a green it did not need.
+        n_int = self.layout.n_intersections
+        fed = known & (self.feeds >= 0)
+        lanes = np.bincount(self.feeds[fed], minlength=n_int)
+        mean = np.bincount(self.feeds[fed], weights=rate[fed], minlength=n_int)
+        city = rate[known].mean() if known.any() else 0.0
+        mean = np.append(np.divide(mean, lanes, out=np.zeros(n_int), where=lanes > 0), city)
+        rate = np.maximum(rate, mean[self.feeds])  # feeds -1 (exit lanes): the city's mean
+        leave = np.minimum(self.queue + rate, green * SATURATION_FLOW_VEH_S)
+        modelled = np.clip(self.queue + rate - leave, 0.0, self.capacity)
+        self.queue = np.where(self.faulty, modelled, np.nan_to_num(obs.lane("halting")))
+        healthy = ~self.faulty & (self.feeds >= 0)
+        lanes = np.bincount(self.feeds[healthy], minlength=n_int)
+        mean = np.bincount(self.feeds[healthy], weights=self.queue[healthy], minlength=n_int)
+        mean = np.append(np.divide(mean, lanes, out=np.zeros(n_int), where=lanes > 0), 0.0)
+        self.reading = np.where(self.faulty, np.maximum(self.queue, mean[self.feeds]), self.queue)
+        self.model_passed = np.where(self.faulty | np.isnan(passed), self.model_passed + leave, passed)
+
+    def _never(self, obs: Observation) -> NDArray[np.bool_]:
+        if obs.time - self._start < NEVER_S:
+            return np.zeros(len(self.queue), dtype=bool)
+        incoming = self.feeds >= 0
+        n_int = self.layout.n_intersections
+        per_int = np.bincount(self.feeds[incoming], weights=self._counted[incoming], minlength=n_int)
+        return np.asarray(incoming & (self._counted == 0) & (per_int[self.feeds] >= NEVER_OTHERS))
+
+    def _silent(self, obs: Observation) -> NDArray[np.bool_]:
+        passed = obs.lane("passed")
+        last = self._last_passed if self._last_passed is not None else passed
+        step = passed - last
+        known = ~np.isnan(step)
+        grew = np.where(known, step, 0.0) > 0
+        self._last_passed = np.where(np.isnan(passed), last, passed)
+        self._counted += np.where(grew, step, 0.0)
+        dry = np.where(grew | ~known, 0.0, self._dry + 1.0)  # 1 s steps
+        self._counted_time += np.where(grew, self._dry + 1.0, 0.0)
+        self._dry = dry
+        history = self._counted_time >= SILENT_HISTORY_S
+        rate = np.divide(self._counted, self._counted_time, out=np.zeros_like(dry), where=history)
+        return np.asarray(history & (rate * dry >= SILENT_COUNT))
 
     def clean(self, obs: Observation) -> Observation:
-        """`obs` with every faulty lane replaced by the mean of its edge's healthy lanes, else 0."""
+        """`obs` with every faulty lane's readings replaced by the queue model."""
         if not self.faulty.any():
             return obs
-        _, healthy = self.substitutes()
-        ok = ~self.faulty
-        changed: dict[str, Any] = {}
-        for name in CLEAN_FIELDS:
-            values = getattr(obs, name)
-            if values is None:
-                continue
-            total = np.bincount(self.edge, weights=np.where(ok, values, 0.0), minlength=self.n_edges)
-            mean = np.divide(total, healthy, out=np.zeros(self.n_edges), where=healthy > 0)
-            changed[name] = np.where(ok, values, mean[self.edge])
+        model = {
+            "vehicles": self.reading,
+            "halting": self.reading,
+            "occupancy": np.minimum(1.0, self.reading * VEHICLE_SPACE_M / self.layout.lane_length),
+            "passed": self.model_passed,
+            "pending": np.zeros_like(self.queue),
+        }
+        changed: dict[str, Any] = {
+            name: np.where(self.faulty, value, getattr(obs, name))
+            for name, value in model.items()
+            if getattr(obs, name) is not None
+        }
         return dataclasses.replace(obs, **changed)
 
     def unknown(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -150,10 +237,11 @@ class DetectorSupervisor:
         clean = health.clean(obs)
         requests = self.controller.decide(clean)
         fixed = self.fallback_controller.decide(clean)  # every step: it follows the cycle it would run
-        has_substitute, _ = health.substitutes()
-        blind = health.faulty & ~has_substitute
         lay = health.layout
-        self.fallback = np.bincount(lay.mov_int, weights=blind[lay.mov_in], minlength=lay.n_intersections) > 0
+        incoming = health.feeds >= 0
+        blind = np.bincount(health.feeds[incoming], weights=health.faulty[incoming], minlength=lay.n_intersections)
+        lanes = np.bincount(health.feeds[incoming], minlength=lay.n_intersections)
+        self.fallback = 2.0 * blind > lanes
         self._fallback_steps += float(self.fallback.mean()) if len(self.fallback) else 0.0
         self._steps += 1
         return np.where(self.fallback, fixed, requests)
@@ -167,9 +255,7 @@ class DetectorSupervisor:
     def faulty_lanes(self) -> dict[str, str]:
         """Lane id -> why its detector is not trusted, for the lanes judged faulty now."""
         health = self.checked
-        return {
-            health.layout.lanes[i]: REASONS[health.reason[i]] for i in np.flatnonzero(health.faulty).tolist()
-        }
+        return {health.layout.lanes[i]: REASONS[health.reason[i]] for i in np.flatnonzero(health.faulty).tolist()}
 
     def explain(self, k: int) -> str:
         health = self.checked
@@ -180,10 +266,10 @@ class DetectorSupervisor:
         named = ", ".join(f"{lay.lanes[i]} ({REASONS[health.reason[i]]})" for i in lanes[:4])
         if self.fallback[k]:
             return (
-                f"fixed-time fallback: no trusted detector on an approach, faulty: {named}; "
+                f"fixed-time fallback: more than half of the approach lanes have faulty detectors: {named}; "
                 f"{self.fallback_controller.explain(k)}"
             )
-        return f"{self.controller.explain(k)}; faulty detectors replaced by their edge's healthy lanes: {named}"
+        return f"{self.controller.explain(k)}; faulty detectors read from the queue model: {named}"
 
     def stats(self) -> dict[str, float]:
         health = self.checked
