@@ -13,7 +13,7 @@ import dataclasses
 from itertools import pairwise
 
 import numpy as np
-from conftest import bundled_scenario
+from bundled import bundled_scenario
 
 from citysignal.control.guard import HOLD, SafetyGuard
 from citysignal.network import Intersection, load_network, signals
