@@ -32,6 +32,11 @@ app.add_typer(plan_app, name="plan")
 
 MAX_SEEDS = 1000  # a bound, so that a typo cannot queue runs without end
 MAX_WORKERS = 256
+FAULTS_HELP = (
+    "Fraction (0-1) of the lanes whose detectors fail (--fault-kind), for the controllers and the guard, never the "
+    "metrics; the controller then runs behind detector checks (queue model, fixed-time fallback). 0: the checks "
+    "on healthy detectors; default: no checks."
+)
 
 
 def _note(scenario: Scenario) -> None:
@@ -129,6 +134,9 @@ def bench(
     max_red: Annotated[float, typer.Option(min=1.0, help="Safety guard's max-red bound (s).")] = DEFAULT_MAX_RED_S,
     policy: Annotated[Path | None, typer.Option(help="Weights (.npz) for the ai controller; default: shipped.")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address; default: local Ray.")] = None,
+    detector_faults: Annotated[float | None, typer.Option(help=FAULTS_HELP)] = None,
+    fault_kind: Annotated[str, typer.Option(help="stuck, missing, noisy, chattering or mixed.")] = "mixed",
+    fault_seed: Annotated[int, typer.Option(help="Seed of the draw of faulty lanes, kinds and onsets.")] = 0,
 ) -> None:
     """Benchmark controllers on scenarios with the RESCO metric, through the safety guard."""
     from citysignal.bench import report
@@ -136,8 +144,10 @@ def bench(
     from citysignal.control import make_controller
     from citysignal.network import load_network
     from citysignal.scenarios import resolve
+    from citysignal.twin.faults import FaultSpec
 
     window = time_option(begin, "--begin"), time_option(end, "--end")
+    faults = None if detector_faults is None else FaultSpec(detector_faults, fault_kind, fault_seed)
     names = [c for arg in controller for c in arg.split(",") if c]
     for name in names:  # unknown names and bad policies fail here, before any simulation starts
         make_controller(name, policy if name.startswith("ai") else None)
@@ -145,7 +155,7 @@ def bench(
     for sc in resolved:  # a bad net fails here in one line, not inside a worker
         load_network(sc.net_file, sc.additional_files)
     jobs = [
-        Job(sc, c, DEFAULT_SEED + k, max_red, policy if c.startswith("ai") else None)
+        Job(sc, c, DEFAULT_SEED + k, max_red, policy if c.startswith("ai") else None, faults=faults)
         for sc in resolved
         for c in names
         for k in range(seeds)

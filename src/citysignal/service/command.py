@@ -26,6 +26,10 @@ from citysignal.scenarios.registry import END_HELP
 from citysignal.twin.session import DEFAULT_SEED
 
 DB_HELP = "Audit store SQLAlchemy URL; default $CITYSIGNAL_DB or sqlite:///out/service/audit.db."
+FAULTS_HELP = (
+    "Fraction (0-1) of the lanes whose detectors fail (--fault-kind), for the controllers and the guard, never the "
+    "KPIs; controllers then run behind detector checks (queue model, fixed-time fallback)."
+)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -51,6 +55,9 @@ def serve(
     begin: Annotated[str | None, typer.Option(help="Episode start (s or clock time); default: the scenario's.")] = None,
     end: Annotated[str | None, typer.Option(help=END_HELP)] = None,
     max_red: Annotated[float, typer.Option(min=1.0, help="Safety guard's max-red bound (s).")] = DEFAULT_MAX_RED_S,
+    detector_faults: Annotated[float | None, typer.Option(help=FAULTS_HELP)] = None,
+    fault_kind: Annotated[str, typer.Option(help="stuck, missing, noisy, chattering or mixed.")] = "mixed",
+    fault_seed: Annotated[int, typer.Option(help="Seed of the draw of faulty lanes, kinds and onsets.")] = 0,
 ) -> None:
     """Run the command center: the twin in real time (x SPEED), API, live dashboard, audit log."""
     import uvicorn
@@ -58,14 +65,16 @@ def serve(
     from citysignal.service.app import MAX_BODY_BYTES, create_app
     from citysignal.service.config import Settings, masked_url
     from citysignal.service.context import build_service
+    from citysignal.twin.faults import FaultSpec
 
+    faults = None if detector_faults is None else FaultSpec(detector_faults, fault_kind, fault_seed)
     settings = Settings.from_env(host=host, port=port, db_url=db).validate()
     sock = _listen(host, port)
     settings = settings.with_port(int(sock.getsockname()[1]))
     try:
         service = build_service(settings, scenario, controller, speed=speed, seed=seed,
                                 begin=time_option(begin, "--begin"), end=time_option(end, "--end"),
-                                max_red=max_red)  # fmt: skip
+                                max_red=max_red, faults=faults)  # fmt: skip
         app = create_app(service)
         service.start()
     except UserError as exc:  # some carry a driver's multi-line message: the CLI prints one line

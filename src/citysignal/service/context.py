@@ -35,6 +35,7 @@ from citysignal.service.security import RateLimits, TokenRegistry
 from citysignal.service.store import AuditStore, EventIn, RestartStore
 from citysignal.service.worker import EngineProcess
 from citysignal.twin import DEFAULT_SEED
+from citysignal.twin.faults import FaultSpec
 
 MAX_SPEED = 1000.0
 OVERRIDE_RESTORE_S = 900.0  # an override outlives an outage this long at most: its operator may have gone
@@ -154,6 +155,7 @@ def build_service(
     begin: float | None = None,
     end: float | None = None,
     max_red: float = DEFAULT_MAX_RED_S,
+    faults: FaultSpec | None = None,
 ) -> Service:
     settings.validate()
     if not 0 < speed <= MAX_SPEED:
@@ -167,7 +169,8 @@ def build_service(
     store = AuditStore(settings.db_url, run_id)
     try:
         restart = RestartStore(store.engine, run_id)
-        engine = EngineProcess(EngineConfig(sc, controller, speed, seed, max_red), network, layout, store, restart)
+        config = EngineConfig(sc, controller, speed, seed, max_red, faults)
+        engine = EngineProcess(config, network, layout, store, restart)
     except UserError:
         store.close()
         raise

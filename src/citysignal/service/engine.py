@@ -52,12 +52,14 @@ from numpy.typing import NDArray
 
 from citysignal.control import HOLD, Controller, SafetyGuard, controller_names, make_controller
 from citysignal.control.guard import DEFAULT_MAX_RED_S, GUARD_FIELDS
+from citysignal.control.health import HEALTH_FIELDS, DetectorSupervisor
 from citysignal.errors import UserError
 from citysignal.network import Network
 from citysignal.network.layout import Layout
 from citysignal.scenarios import Scenario
 from citysignal.service.store import EventIn
 from citysignal.twin import DEFAULT_SEED, Observation, ProgramPosition, Twin
+from citysignal.twin.faults import DetectorFaults, FaultSpec
 
 SERVICE_FIELDS = frozenset({"vehicles", "occupancy", "speed"}) | GUARD_FIELDS
 KPI_EVERY_S = 10
@@ -96,6 +98,7 @@ class EngineConfig:
     speed: float = 1.0
     seed: int = DEFAULT_SEED
     max_red: float = DEFAULT_MAX_RED_S
+    faults: FaultSpec | None = None  # detector faults (see `bench --detector-faults`); controllers supervised
 
     @property
     def key(self) -> str:
@@ -198,10 +201,12 @@ class ControlEngine:
         self._resume = resume if resume is not None and resume.key == config.key else None
         make_controller(config.controller)  # an unknown name fails here, before the thread starts
         self.fields = SERVICE_FIELDS.union(*(make_controller(n).requires for n in self.offered))
+        self.fields |= HEALTH_FIELDS if config.faults is not None else frozenset()
+        self._faulty: DetectorFaults | None = None
         self.index = {inter.id: k for k, inter in enumerate(layout.intersections)}
         self._name_index = {n: i for i, n in enumerate(self.offered)}
         self._assign = np.full(layout.n_intersections, self._name_index[config.controller], dtype=np.int64)
-        self._controllers: dict[str, Controller] = {}
+        self._controllers: dict[str, Controller | DetectorSupervisor] = {}
         self._overrides: dict[int, Override] = {}
         self._guard: SafetyGuard | None = None
         self._lock = threading.Lock()
@@ -295,6 +300,8 @@ class ControlEngine:
                     else:
                         position = self._resume_from(twin, guard, resume)
                     self._controllers = {name: self._fresh(name, position) for name in self._active_names()}
+                    faults = cfg.faults
+                    self._faulty = None if faults is None else DetectorFaults(faults, self.layout, twin.time)
                     self._seen_refused, self._seen_violations = guard.stats.refused, guard.stats.violations
                     for ov in self._overrides.values():
                         ov.preempted = False
@@ -373,8 +380,9 @@ class ControlEngine:
     def _active_names(self) -> list[str]:
         return [self.offered[i] for i in np.unique(self._assign)]
 
-    def _fresh(self, name: str, position: ProgramPosition) -> Controller:
-        ctrl = make_controller(name)
+    def _fresh(self, name: str, position: ProgramPosition) -> Controller | DetectorSupervisor:
+        made = make_controller(name)
+        ctrl = made if self.config.faults is None else DetectorSupervisor(made)
         ctrl.reset(self.layout, position, self.config.seed + self._episode)
         return ctrl
 
@@ -384,14 +392,18 @@ class ControlEngine:
         assert guard is not None
         now = twin.time
         obs = twin.observe(guard.green.copy(), guard.time_in_phase(now))
+        seen = self._faulty.apply(obs) if self._faulty is not None else obs  # the KPIs keep the true readings
         halting = obs.lane("halting")
+        passed: NDArray[np.float64] | None = obs.lane("passed")
         requests = np.full(self.layout.n_intersections, HOLD, dtype=np.int64)
         for name, ctrl in self._controllers.items():
             mine = self._assign == self._name_index[name]
-            requests[mine] = ctrl.decide(obs)[mine]
+            requests[mine] = ctrl.decide(seen)[mine]
+            if isinstance(ctrl, DetectorSupervisor):  # every supervisor judges the same readings alike
+                halting, passed = ctrl.guard_inputs(seen)
         for k, ov in self._overrides.items():
             requests[k] = ov.green
-        twin.write(guard.apply(now, requests, halting, obs.lane("passed"), obs.lane("box")))
+        twin.write(guard.apply(now, requests, halting, passed, obs.lane("box")))
         self._check_overrides(guard, now)
         self._check_guard(guard, now)
         sample = None
