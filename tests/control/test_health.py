@@ -158,9 +158,9 @@ def test_healthy_detectors_in_sumo_are_not_judged_faulty(controller: str) -> Non
 
 def test_dead_detectors_reach_neither_the_metrics_nor_the_signals_in_sumo() -> None:
     sc = bundled_scenario("cologne1")
-    sc = dataclasses.replace(sc, end=sc.begin + 1200)
+    sc = dataclasses.replace(sc, end=sc.begin + 1800)
     result = run_episode(sc, "maxpressure", 23423, faults=FaultSpec(1.0, "missing"))
     assert np.isfinite(result.queue).all() and max(result.queue) > 0  # the records read the true lanes
     assert result.controller_stats["faulty_detectors"] == len(bundled_layout("cologne1").lanes)
-    assert result.controller_stats["fallback_share"] > 0.25  # fixed time once most died (onsets: first 15 min)
+    assert result.controller_stats["fallback_share"] > 0.4  # fixed time once most died (onsets: 5 to 20 min)
     assert result.metrics["safety_violations"] == 0 and result.metrics["arrived"] > 0

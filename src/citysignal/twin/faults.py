@@ -2,7 +2,9 @@
 
 A fault belongs to a lane: its detectors (the lane reading and the stop-line loop) fail together. A given
 fraction of the layout's lanes (incoming and outgoing, chosen with the fault seed) is faulty; each fault
-starts at a random time within the first `ONSET_WINDOW_S` seconds and lasts to the end. Kinds:
+starts at a random time between `ONSET_FROM_S` and `ONSET_TO_S` after the begin and lasts to the end: a
+detector fails in service, not in the first minutes of a simulation that starts with empty streets (a
+detector dead before its lane ever saw a vehicle cannot be told from one on an unused lane). Kinds:
 
 - stuck: the lane reports, unchanged, the readings it had at the onset (a frozen loop or controller card;
   a lane empty at the onset reads empty from then on);
@@ -35,7 +37,8 @@ KINDS = ("stuck", "missing", "noisy", "chattering")
 FAULT_KINDS = (*KINDS, "mixed")
 FAULT_FIELDS = ("vehicles", "halting", "occupancy", "passed", "pending")
 COUNT_FIELDS = ("vehicles", "halting")
-ONSET_WINDOW_S = 900.0
+ONSET_FROM_S = 300.0
+ONSET_TO_S = 1200.0
 NOISE = 0.3
 CHATTER_P = 0.5
 VEHICLE_SPACE_M = 7.5  # a standing passenger car and its gap: SUMO's default length 5 m + minGap 2.5 m
@@ -76,7 +79,7 @@ class DetectorFaults:
         m = len(self.lanes)
         picks = rng.integers(0, len(KINDS), size=m) if spec.kind == "mixed" else np.full(m, KINDS.index(spec.kind))
         self.kind = np.array([KINDS[i] for i in picks], dtype=object)
-        self.onset = begin + rng.uniform(0.0, ONSET_WINDOW_S, size=m)
+        self.onset = begin + rng.uniform(ONSET_FROM_S, ONSET_TO_S, size=m)
         self._full = lane_capacity(layout)[self.lanes]
         self._rng = rng
         self._frozen: dict[str, NDArray[np.float64]] = {f: np.full(m, np.nan) for f in FAULT_FIELDS}
