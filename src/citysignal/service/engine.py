@@ -612,6 +612,7 @@ class ControlEngine:
                 why = ctrl.explain(k) if ctrl is not None else "controller starting"
             except Exception as exc:  # an explanation must never take the panel down
                 why = f"no explanation available ({type(exc).__name__})"
+            faulty = ctrl.faulty_lanes() if isinstance(ctrl, DetectorSupervisor) else {}
             ov = self._overrides.get(k)
             override = ov.public() if ov else None
         live = self._live
@@ -619,7 +620,8 @@ class ControlEngine:
         halting, vehicles = live.obs.lane("halting"), live.obs.lane("vehicles")
         approaches = [
             {"edge": edge, "lanes": [self.layout.lanes[i] for i in idx],
-             "halting": int(sum(halting[i] for i in idx)), "vehicles": int(sum(vehicles[i] for i in idx))}
+             "halting": int(sum(halting[i] for i in idx)), "vehicles": int(sum(vehicles[i] for i in idx)),
+             "faulty": {lane: faulty[lane] for lane in (self.layout.lanes[i] for i in idx) if lane in faulty}}
             for edge, idx in self.approaches[k]
         ]  # fmt: skip
         if override is not None:

@@ -461,7 +461,11 @@ function renderDetail() {
   $("inter-approaches").replaceChildren(...d.approaches.map((a) => {
     const bar = el("span");
     bar.style.width = `${(100 * a.halting) / most}%`;
-    return el("div", { class: "ap" }, el("span", { class: "name", text: a.edge, title: a.lanes.join(", ") }),
+    const faults = Object.entries(a.faulty || {}).map(([lane, why]) => `${lane}: ${why}`);
+    const name = el("span", { class: "name", text: faults.length ? `${a.edge} \u26a0` : a.edge,
+      title: faults.length ? `faulty detector(s): ${faults.join("; ")}` : a.lanes.join(", ") });
+    if (faults.length) name.style.color = "#f0a030";
+    return el("div", { class: "ap" }, name,
       el("div", { class: "bar" }, bar), el("span", { class: "num", text: `${a.halting} / ${a.vehicles}` }));
   }));
   if (document.activeElement !== $("inter-controller")) $("inter-controller").value = d.controller;
