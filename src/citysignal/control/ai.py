@@ -57,6 +57,7 @@ GREEN_FEATURES = 2
 QUEUE_SCALE = 10.0
 TRUST = 0.5  # the trust region: greens scoring at least this share of the anchor's best
 OOD_FACTOR = 1.5  # inputs beyond this multiple of the largest seen in training fall back to the anchor
+KEEP_TIE = 1e-3  # in features (vehicles / QUEUE_SCALE): a hundredth of a vehicle, it only breaks ties
 MIN_GREEN_S = 10.0  # the policy leaves a green alone this long (the guard's min green may be shorter)
 REACH_M = 167.0  # Advanced-MP's detection range for vehicles approaching a green
 TIME_SCALE = 60.0
@@ -145,16 +146,20 @@ def movement_features(layout: Layout, obs: Observation) -> FloatArray:
 
 def anchor_scores(index: CityIndex, mov: FloatArray, green: FloatArray) -> FloatArray:
     """Per green, Advanced-MP's score from the movement features: its insertion- and spill-back-aware
-    efficient pressure, and for the running green the larger of that and the vehicles still moving
-    towards its stop lines, so that the highest score is Advanced-MP's choice (keep or switch).
+    efficient pressure, and for the running green, if the vehicles still moving
+    towards its stop lines, so that the first highest score is exactly Advanced-MP's choice: the running
+    green, just above the best pressure, while its approaching vehicles reach that pressure; else
+    the first green of highest pressure.
     The skip connection of the policy, and the trust region around it."""
     full = mov[:, 5] > 0.5
     pressure = mov[:, 0] + mov[:, 4] - mov[:, 2]
     pressure = np.where(full, np.minimum(pressure, 0.0), pressure)
     running = np.where(full, 0.0, mov[:, 1])
     per_green = index.sum_per_green(np.stack([pressure[index.serve_mov], running[index.serve_mov]], axis=-1))
-    current = green[:, 0]
-    return np.asarray(per_green[:, 0] + current * np.maximum(per_green[:, 1] - per_green[:, 0], 0.0))
+    p, r = per_green[:, 0], per_green[:, 1]
+    top = masked_logits(index, p).max(axis=1)[index.green_int]
+    keep = green[:, 0] * (r >= top)
+    return np.asarray(np.where(keep > 0, top + KEEP_TIE, p))
 
 
 def green_features(layout: Layout, obs: Observation) -> FloatArray:

@@ -12,11 +12,16 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from citysignal.control.ai import GREEN_FEATURES, MOVEMENT_FEATURES, PARAM_NAMES, CityIndex
+from citysignal.control.ai import GREEN_FEATURES, KEEP_TIE, MOVEMENT_FEATURES, PARAM_NAMES, CityIndex
 
 
 def anchor_scores(
-    serve_green: torch.Tensor, serve_mov: torch.Tensor, mov: torch.Tensor, green: torch.Tensor
+    serve_green: torch.Tensor,
+    serve_mov: torch.Tensor,
+    slots: torch.Tensor,
+    green_int: torch.Tensor,
+    mov: torch.Tensor,
+    green: torch.Tensor,
 ) -> torch.Tensor:
     """`control.ai.anchor_scores` (Advanced-MP's score per green), batched over time."""
     full = mov[..., 5] > 0.5
@@ -26,7 +31,9 @@ def anchor_scores(
     shape = (mov.shape[0], green.shape[1])
     p = torch.zeros(shape, dtype=mov.dtype, device=mov.device).index_add(1, serve_green, pressure[:, serve_mov])
     r = torch.zeros(shape, dtype=mov.dtype, device=mov.device).index_add(1, serve_green, running[:, serve_mov])
-    return p + green[..., 0] * (r - p).clamp(min=0.0)
+    top = p[:, slots.clamp(min=0)].masked_fill((slots < 0)[None], float("-inf")).amax(dim=-1)[:, green_int]
+    keep = (green[..., 0] > 0) & (r >= top)
+    return torch.where(keep, top + KEEP_TIE, p)
 
 
 class SharedPolicy(nn.Module):
@@ -63,7 +70,9 @@ class SharedPolicy(nn.Module):
             1, serve_green, h[:, serve_mov]
         )
         z = torch.relu(torch.cat([emb, green], dim=-1) @ self.w3 + self.b3)
-        scores = (z @ self.w4)[..., 0] + self.b4[0] + self.alpha[0] * anchor_scores(serve_green, serve_mov, mov, green)
+        slots = torch.as_tensor(index.slots, device=dev)
+        anchor = anchor_scores(serve_green, serve_mov, slots, green_int, mov, green)
+        scores = (z @ self.w4)[..., 0] + self.b4[0] + self.alpha[0] * anchor
         pooled = torch.zeros(t, index.n_intersections, h.shape[-1], dtype=h.dtype, device=dev).index_add(
             1, green_int, emb
         )
