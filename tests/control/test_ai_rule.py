@@ -1,5 +1,6 @@
-"""The AI's deployed rule, without SUMO: the out-of-range fallback and the trust region hand the decision
-to the anchor (Advanced-MP) exactly when they should, are counted, and are explained in traffic terms."""
+"""The AI's deployed rule, without SUMO: the anchor score is Advanced-MP's choice, the trust region and
+the out-of-range fallback hand the decision to the anchor exactly when they should, the policy leaves
+young greens alone, and takeovers are counted and explained in traffic terms."""
 
 from __future__ import annotations
 
@@ -7,17 +8,26 @@ import numpy as np
 from bundled import bundled_layout
 
 from citysignal.control.adaptive import AdvancedMaxPressure
-from citysignal.control.ai import AiController, deployed_choice, movement_features
+from citysignal.control.ai import (
+    AiController,
+    CityIndex,
+    anchor_scores,
+    deployed_choice,
+    green_features,
+    masked_logits,
+    movement_features,
+)
+from citysignal.control.guard import HOLD
 from citysignal.network.layout import Layout
 from citysignal.twin.observation import Observation, ProgramPosition
 
 
-def _observation(layout: Layout, halting: np.ndarray, time: float = 100.0) -> Observation:
+def _observation(layout: Layout, halting: np.ndarray, time_in_phase: float = 30.0) -> Observation:
     n = layout.n_intersections
     return Observation(
-        time=time,
+        time=100.0,
         phase=np.zeros(n, dtype=np.int64),
-        time_in_phase=np.full(n, 30.0),
+        time_in_phase=np.full(n, time_in_phase),
         vehicles=halting.copy(),
         halting=halting,
         occupancy=np.minimum(halting * 7.5 / np.maximum(layout.lane_length, 1.0), 1.0),
@@ -34,54 +44,85 @@ def _loaded_green(layout: Layout) -> tuple[np.ndarray, np.ndarray]:
     return halting, last - layout.green_start
 
 
-def _anchor(layout: Layout) -> AdvancedMaxPressure:
-    anchor = AdvancedMaxPressure()
-    anchor.reset(layout, ProgramPosition(np.zeros(layout.n_intersections, dtype=np.int64), np.zeros(1)))
-    return anchor
+def _favouring(index: CityIndex, greens: np.ndarray) -> np.ndarray:
+    """Policy logits that put everything on one green per intersection."""
+    logits = masked_logits(index, np.zeros(index.n_greens))
+    logits[np.isfinite(logits)] = 0.0
+    logits[np.arange(len(greens)), greens] = 10.0
+    return logits
 
 
-def test_trust_region_replaces_a_starving_choice_with_the_anchors() -> None:
+def test_anchor_scores_pick_what_advanced_mp_picks() -> None:
+    layout = bundled_layout("cologne8")
+    index = CityIndex.from_layout(layout)
+    rng = np.random.default_rng(4)
+    amp = AdvancedMaxPressure()
+    amp.reset(layout, ProgramPosition(np.zeros(layout.n_intersections, dtype=np.int64), np.zeros(1)))
+    for _ in range(20):
+        halting = rng.integers(0, 12, len(layout.lanes)).astype(float)
+        obs = Observation(
+            time=100.0,
+            phase=rng.integers(0, 2, layout.n_intersections),
+            time_in_phase=np.full(layout.n_intersections, 30.0),
+            vehicles=halting + rng.integers(0, 8, len(layout.lanes)),
+            halting=halting,
+            occupancy=rng.uniform(0, 1, len(layout.lanes)),
+            pending=rng.integers(0, 3, len(layout.lanes)).astype(float),
+        )
+        anchor = anchor_scores(index, movement_features(layout, obs), green_features(layout, obs))
+        chosen = np.argmax(masked_logits(index, anchor), axis=1)
+        request = amp.decide(obs)
+        np.testing.assert_array_equal(chosen, np.where(request == HOLD, obs.phase, request))
+        amp.last_decision[:] = -np.inf
+
+
+def test_trust_region_replaces_a_starving_choice() -> None:
     layout = bundled_layout("grid4x4")
+    index = CityIndex.from_layout(layout)
     halting, wanted = _loaded_green(layout)
     obs = _observation(layout, halting)
-    mov = movement_features(layout, obs)
-    feature_max = mov.max(axis=0) + 1.0
+    mov, green = movement_features(layout, obs), green_features(layout, obs)
+    in_range = mov.max(axis=0) + 1.0
     starving = np.zeros(layout.n_intersections, dtype=np.int64)  # keep green 0, whose lanes are empty
-    rule = deployed_choice(layout, starving, mov, feature_max, _anchor(layout), obs, 1.5, 0.5)
+    rule = deployed_choice(index, _favouring(index, starving), mov, green, in_range, 1.5, 0.5)
     assert rule.overruled.all() and not rule.fallback.any()
-    np.testing.assert_array_equal(rule.choice, wanted)
-    free = deployed_choice(layout, starving, mov, feature_max, _anchor(layout), obs, 1.5, 0.0)
+    anchor = masked_logits(index, anchor_scores(index, mov, green))
+    picked = anchor[np.arange(len(rule.choice)), rule.choice]
+    assert (picked >= 0.5 * anchor.max(axis=1)).all() and (rule.choice != starving).all()  # inside the region
+    free = deployed_choice(index, _favouring(index, starving), mov, green, in_range, 1.5, 0.0)
     assert not free.overruled.any()
     np.testing.assert_array_equal(free.choice, starving)
-    inside = deployed_choice(layout, wanted, mov, feature_max, _anchor(layout), obs, 1.5, 0.5)
+    inside = deployed_choice(index, _favouring(index, wanted), mov, green, in_range, 1.5, 0.5)
     assert not inside.overruled.any()
 
 
 def test_inputs_beyond_the_training_range_fall_back_to_the_anchor() -> None:
     layout = bundled_layout("grid4x4")
+    index = CityIndex.from_layout(layout)
     halting, wanted = _loaded_green(layout)
     obs = _observation(layout, halting)
-    mov = movement_features(layout, obs)
-    small = np.full(mov.shape[1], 0.1)  # a policy trained on far lighter traffic
-    policy = np.zeros(layout.n_intersections, dtype=np.int64)
-    rule = deployed_choice(layout, policy, mov, small, _anchor(layout), obs, 1.5, 0.0)
+    mov, green = movement_features(layout, obs), green_features(layout, obs)
+    policy = _favouring(index, np.zeros(layout.n_intersections, dtype=np.int64))
+    rule = deployed_choice(index, policy, mov, green, np.full(mov.shape[1], 0.1), 1.5, 0.0)
     assert rule.fallback.all()
     np.testing.assert_array_equal(rule.choice, wanted)
     mov[0, 0] = np.nan
     k = int(layout.mov_int[0])
-    broken = deployed_choice(layout, policy, mov, mov[1:].max(axis=0) + 1.0, _anchor(layout), obs, 1.5, 0.0)
+    broken = deployed_choice(index, policy, mov, green, np.nanmax(mov, axis=0) + 1.0, 1.5, 0.0)
     assert broken.fallback[k] and broken.fallback.sum() == 1
 
 
-def test_controller_counts_and_explains_takeovers() -> None:
+def test_controller_counts_and_explains_takeovers_and_holds_young_greens() -> None:
     layout = bundled_layout("grid4x4")
     ai = AiController()
-    ai.feature_max = np.full(4, 0.1)
-    ai.reset(layout, ProgramPosition(np.zeros(layout.n_intersections, dtype=np.int64), np.zeros(1)))
+    ai.feature_max = np.full(ai.feature_max.shape, 0.01)
+    position = ProgramPosition(np.zeros(layout.n_intersections, dtype=np.int64), np.zeros(1))
+    ai.reset(layout, position)
     halting, wanted = _loaded_green(layout)
+    assert (ai.decide(_observation(layout, halting, time_in_phase=4.0)) == HOLD).all()  # too young to leave
+    ai.reset(layout, position)
     np.testing.assert_array_equal(ai.decide(_observation(layout, halting)), wanted)
     assert ai.stats() == {"ai_fallback_rate": 1.0, "ai_trust_takeover_rate": 0.0}
     text = ai.explain(0)
-    edge = layout.lanes[layout.mov_in[layout.mov_int == 0][0]].rsplit("_", 1)[0]
     assert "outside the range seen in training" in text and "queued" in text
-    assert any(layout.lanes[i].rsplit("_", 1)[0] in text for i in layout.mov_in[layout.mov_int == 0]), edge
+    assert any(layout.lanes[i].rsplit("_", 1)[0] in text for i in layout.mov_in[layout.mov_int == 0])

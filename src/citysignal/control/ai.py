@@ -58,6 +58,7 @@ QUEUE_SCALE = 10.0
 TRUST = 0.5  # the trust region: greens scoring at least this share of the anchor's best
 OOD_FACTOR = 1.5  # inputs beyond this multiple of the largest seen in training fall back to the anchor
 KEEP_TIE = 1e-3  # in features (vehicles / QUEUE_SCALE): a hundredth of a vehicle, it only breaks ties
+ANCHOR_DECIMALS = 6
 MIN_GREEN_S = 10.0  # the policy leaves a green alone this long (the guard's min green may be shorter)
 REACH_M = 167.0  # Advanced-MP's detection range for vehicles approaching a green
 TIME_SCALE = 60.0
@@ -156,6 +157,7 @@ def anchor_scores(index: CityIndex, mov: FloatArray, green: FloatArray) -> Float
     pressure = np.where(full, np.minimum(pressure, 0.0), pressure)
     running = np.where(full, 0.0, mov[:, 1])
     per_green = index.sum_per_green(np.stack([pressure[index.serve_mov], running[index.serve_mov]], axis=-1))
+    per_green = np.round(per_green, ANCHOR_DECIMALS)  # equal sums compare equal, whatever the summation order
     p, r = per_green[:, 0], per_green[:, 1]
     top = masked_logits(index, p).max(axis=1)[index.green_int]
     keep = green[:, 0] * (r >= top)

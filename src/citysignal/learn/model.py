@@ -12,7 +12,14 @@ import torch
 from numpy.typing import NDArray
 from torch import nn
 
-from citysignal.control.ai import GREEN_FEATURES, KEEP_TIE, MOVEMENT_FEATURES, PARAM_NAMES, CityIndex
+from citysignal.control.ai import (
+    ANCHOR_DECIMALS,
+    GREEN_FEATURES,
+    KEEP_TIE,
+    MOVEMENT_FEATURES,
+    PARAM_NAMES,
+    CityIndex,
+)
 
 
 def anchor_scores(
@@ -31,6 +38,8 @@ def anchor_scores(
     shape = (mov.shape[0], green.shape[1])
     p = torch.zeros(shape, dtype=mov.dtype, device=mov.device).index_add(1, serve_green, pressure[:, serve_mov])
     r = torch.zeros(shape, dtype=mov.dtype, device=mov.device).index_add(1, serve_green, running[:, serve_mov])
+    p = torch.round(p, decimals=ANCHOR_DECIMALS)
+    r = torch.round(r, decimals=ANCHOR_DECIMALS)
     top = p[:, slots.clamp(min=0)].masked_fill((slots < 0)[None], float("-inf")).amax(dim=-1)[:, green_int]
     keep = (green[..., 0] > 0) & (r >= top)
     return torch.where(keep, top + KEEP_TIE, p)
