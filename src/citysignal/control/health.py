@@ -20,17 +20,17 @@ does. A lane is *faulty* while
   vehicle cannot be told from a lane nobody uses (seen: 59 unused lanes on arterial4x4), and is trusted.
 
 `DetectorSupervisor` puts a controller behind it. Faulty lanes never reach the controller: each reads a
-store-and-forward queue model instead (a virtual detector): from its last trusted halting count, vehicles
-arrive at the lane's own mean rate measured while it was healthy (never below the mean of its
-intersection's lanes) and leave at the saturation flow while a green serves the lane, never below 0 nor
-above what the lane holds; the lane reads that queue, or the mean queue of its intersection's healthy
-incoming lanes where that is more (a lane modelled too empty is starved, one modelled too full only gets a
-green it did not need); vehicles = halting = that reading, occupancy from it, and the stop-line count grows
-by what leaves the model. An intersection with more than half of its incoming lanes faulty is *in fallback*:
-it gets the fixed-time program's request (`cycle.FixedTime`, the net's own plan) instead of the
-controller's. `explain` says which it is and why. The safety guard sees faulty lanes as unknown (NaN halting
-and stop-line counts; see `guard`). Controllers that SUMO runs itself (`sumo_program`) read SUMO's own
-detectors and are not supervised.
+store-and-forward queue model instead (a virtual detector): from its last trusted halting count, plus what
+arrived unseen during the silence that gave it away, vehicles arrive at the lane's own mean rate measured
+while it was healthy (never below the mean of its intersection's lanes: a lane modelled too empty is
+starved, one modelled too full only gets a green it did not need) and leave at the saturation flow while a
+green serves the lane (a lane into no signal of ours flows freely), never below 0 nor above what the lane
+holds; vehicles = halting = that queue, occupancy from it, and the stop-line count grows by what leaves.
+An intersection with more than half of its incoming lanes faulty is *in fallback*: it gets the fixed-time
+program's request (`cycle.FixedTime`, the net's own plan) instead of the controller's. `explain` says which
+it is and why. The safety guard sees faulty lanes as unknown (NaN halting and stop-line counts; see
+`guard`). Controllers that SUMO runs itself (`sumo_program`) read SUMO's own detectors and are not
+supervised.
 """
 
 from __future__ import annotations
@@ -84,7 +84,6 @@ class DetectorHealth:
         self._rate_time = np.zeros(n)
         self.queue = np.zeros(n)  # the queue model: the halting count, a model one for faulty lanes
         self.model_passed = np.zeros(n)  # the stop-line count, a model one for faulty lanes
-        self.reading = np.zeros(n)  # what a faulty lane reads instead (see the module docstring)
         self._pair_int = layout.mov_int[layout.serve_mov]  # (green, movement) pairs: whose green
         self._pair_local = layout.serve_green - layout.green_start[self._pair_int]
 
@@ -144,14 +143,11 @@ class DetectorHealth:
         city = rate[known].mean() if known.any() else 0.0
         mean = np.append(np.divide(mean, lanes, out=np.zeros(n_int), where=lanes > 0), city)
         rate = np.maximum(rate, mean[self.feeds])  # feeds -1 (exit lanes): the city's mean
-        leave = np.minimum(self.queue + rate, green * SATURATION_FLOW_VEH_S)
-        modelled = np.clip(self.queue + rate - leave, 0.0, self.capacity)
+        # A lane found faulty after a silence has gathered its arrivals since its last count, unseen.
+        start = np.where(self.faulty & ~was_faulty, self.queue + rate * self._dry, self.queue)
+        leave = np.minimum(start + rate, green * SATURATION_FLOW_VEH_S)
+        modelled = np.clip(start + rate - leave, 0.0, self.capacity)
         self.queue = np.where(self.faulty, modelled, np.nan_to_num(obs.lane("halting")))
-        healthy = ~self.faulty & (self.feeds >= 0)
-        lanes = np.bincount(self.feeds[healthy], minlength=n_int)
-        mean = np.bincount(self.feeds[healthy], weights=self.queue[healthy], minlength=n_int)
-        mean = np.append(np.divide(mean, lanes, out=np.zeros(n_int), where=lanes > 0), 0.0)
-        self.reading = np.where(self.faulty, np.maximum(self.queue, mean[self.feeds]), self.queue)
         self.model_passed = np.where(self.faulty | np.isnan(passed), self.model_passed + leave, passed)
 
     def _silent(self, obs: Observation) -> NDArray[np.bool_]:
@@ -174,9 +170,9 @@ class DetectorHealth:
         if not self.faulty.any():
             return obs
         model = {
-            "vehicles": self.reading,
-            "halting": self.reading,
-            "occupancy": np.minimum(1.0, self.reading * VEHICLE_SPACE_M / self.layout.lane_length),
+            "vehicles": self.queue,
+            "halting": self.queue,
+            "occupancy": np.minimum(1.0, self.queue * VEHICLE_SPACE_M / self.layout.lane_length),
             "passed": self.model_passed,
             "pending": np.zeros_like(self.queue),
         }
