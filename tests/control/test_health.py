@@ -48,32 +48,41 @@ def _varying(layout: Layout, t: int) -> np.ndarray:
     return 1.0 + (np.arange(len(layout.lanes)) + t) % 3.0
 
 
-def test_a_missing_lane_reads_the_queue_model() -> None:
+def test_a_missing_lane_reads_its_sibling_then_the_queue_model() -> None:
     layout = _layout()
     sup = DetectorSupervisor(MaxPressure())
     sup.reset(layout, _position(layout))
     health = sup.checked
     lane = int(layout.incoming_lanes[0])
+    sibling = int(next(i for i in np.flatnonzero(health.edge == health.edge[lane]) if i != lane))
+    vehicles = _varying(layout, 0)
+    vehicles[lane] = np.nan
+    obs = _obs(layout, 0.0, vehicles)
+    sup.decide(obs)
+    assert health.clean(obs).lane("vehicles")[lane] == vehicles[sibling]  # the edge's healthy lane stands in
+    sup.reset(layout, _position(layout))
+    health = sup.checked
     for t in range(1, 400):  # healthy: the model is the reading
         obs = _obs(layout, float(t), _varying(layout, t), passed=np.full(len(layout.lanes), t // 10, dtype=float))
         sup.decide(obs)
         assert np.array_equal(health.queue, obs.lane("halting")) and not health.faulty.any()
     queues = []
-    for t in range(400, 460):  # the lane dies, its queue model runs on from its last reading
+    for t in range(400, 460):  # the lane and its sibling die, its queue model runs on from its last reading
         vehicles = _varying(layout, t)
-        vehicles[lane] = np.nan
+        vehicles[[lane, sibling]] = np.nan
         obs = _obs(layout, float(t), vehicles, passed=np.full(len(layout.lanes), t // 10, dtype=float))
         sup.decide(obs)
         clean = health.clean(obs)
         assert clean.lane("halting")[lane] == clean.lane("vehicles")[lane] == health.queue[lane]
         assert not np.isnan(clean.lane("halting")).any() and not np.isnan(clean.lane("passed")).any()
         queues.append(health.queue[lane])
-    assert sup.faulty_lanes() == {layout.lanes[lane]: "missing"}
+    assert sup.faulty_lanes() == {layout.lanes[lane]: "missing", layout.lanes[sibling]: "missing"}
     assert min(queues) >= 0 and max(queues) <= health.capacity[lane] and np.ptp(queues) > 0  # it moves
     assert not sup.fallback.any()
-    assert "queue model" in sup.explain(0) and layout.lanes[lane] in sup.explain(0)
+    assert f"{layout.lanes[lane]} (missing; read as the queue model)" in sup.explain(0)
     halting, passed = sup.guard_inputs(obs)
-    assert np.isnan(halting[lane]) and np.isnan(passed[lane]) and not np.isnan(np.delete(halting, lane)).any()
+    assert np.isnan(halting[lane]) and np.isnan(passed[lane])
+    assert np.isnan(halting).sum() == 2
 
 
 def test_an_intersection_with_most_detectors_faulty_falls_back_to_fixed_time() -> None:

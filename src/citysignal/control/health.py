@@ -10,22 +10,26 @@ does. A lane is *faulty* while
   two a second; a chattering or noisy loop jumps by many), flagged for `LATCH_S` after the last such reading;
 - its readings stayed exactly the same, and not empty, for `STUCK_S` (a queue that is served moves; one
   that stands that long behind a red is preempted by the guard's max red first);
-- it is *silent*: its stop-line count has not grown for so long that, at the rate it grew before,
-  `SILENT_COUNT` vehicles should have crossed (after at least `SILENT_HISTORY_S` with counts). This
-  catches a detector stuck at any value, empty included, as long as the lane had traffic before (a lane
-  that never had any cannot be told from one whose detector died before it did), and whether or not the
-  controller, misled by it, still gives the lane a green. Only a lane that reads less than `SILENT_BELOW`
+- it is *silent*: its stop-line count has not grown for `SILENT_MIN_S` and more, in which, at the rate it
+  grew before (after at least `SILENT_HISTORY_S` with counts), `SILENT_COUNT` vehicles should have
+  crossed. By the clock, not by its greens: a controller misled by a detector stuck at empty never gives
+  its lane a green, and an empty lane counts nothing in its greens either; the guard's max red serves a
+  lane with vehicles waiting well within `SILENT_MIN_S`. This catches a detector stuck at any value, empty
+  included, as long as the lane had traffic before. Only a lane that reads less than `SILENT_BELOW`
   of what it holds can be silent: one that reads fuller and does not discharge is blocked (spill-back from
   downstream, a jam), which is what its detector says. A detector dead before its lane ever counted a
   vehicle cannot be told from a lane nobody uses (seen: 59 unused lanes on arterial4x4), and is trusted.
 
-`DetectorSupervisor` puts a controller behind it. Faulty lanes never reach the controller: each reads a
-store-and-forward queue model instead (a virtual detector): from its last trusted halting count, plus what
+`DetectorSupervisor` puts a controller behind it. Faulty lanes never reach the controller: each reads the
+mean of the healthy lanes of its edge (SCATS's substitute detector), or where the edge has none a
+store-and-forward queue model (a virtual detector): from its last trusted halting count, plus what
 arrived unseen during the silence that gave it away, vehicles arrive at the lane's own mean rate measured
 while it was healthy (never below the mean of its intersection's lanes: a lane modelled too empty is
-starved, one modelled too full only gets a green it did not need) and leave at the saturation flow while a
-green serves the lane (a lane into no signal of ours flows freely), never below 0 nor above what the lane
-holds; vehicles = halting = that queue, occupancy from it, and the stop-line count grows by what leaves.
+starved, one modelled too full only gets a green it did not need) and leave while a green serves the lane at
+the rate it discharged a queue in its greens while healthy (at the saturation flow before it has such a
+history; a permissive turn discharges far slower), never below 0 nor above what the lane holds (a lane into
+no signal of ours flows freely); vehicles = halting = that queue, occupancy from it, and the stop-line count
+grows by what leaves.
 An intersection with more than half of its incoming lanes faulty is *in fallback*: it gets the fixed-time
 program's request (`cycle.FixedTime`, the net's own plan) instead of the controller's. `explain` says which
 it is and why. The safety guard sees faulty lanes as unknown (NaN halting and stop-line counts; see
@@ -51,6 +55,7 @@ STUCK_S = 300.0
 SILENT_COUNT = 8.0
 SILENT_HISTORY_S = 60.0
 SILENT_BELOW = 0.5
+SILENT_MIN_S = 300.0
 RATE_HISTORY_S = 120.0
 OVERFULL = 1.5
 OVERFULL_MARGIN = 2.0
@@ -80,8 +85,13 @@ class DetectorHealth:
         self._dry = np.zeros(n)  # seconds since the count last grew
         self.feeds = np.full(n, -1, dtype=np.int64)  # the intersection an incoming lane feeds, else -1
         self.feeds[layout.mov_in] = layout.mov_int
+        edges: dict[str, int] = {}
+        self.edge = np.array([edges.setdefault(lane.rsplit("_", 1)[0], len(edges)) for lane in layout.lanes])
+        self.n_edges = len(edges)
         self._rate_count = np.zeros(n)  # stop-line counts while healthy, and the seconds they took
         self._rate_time = np.zeros(n)
+        self._discharge_count = np.zeros(n)  # counts in greens with a queue while healthy, and their seconds
+        self._discharge_time = np.zeros(n)
         self.queue = np.zeros(n)  # the queue model: the halting count, a model one for faulty lanes
         self.model_passed = np.zeros(n)  # the stop-line count, a model one for faulty lanes
         self._pair_int = layout.mov_int[layout.serve_mov]  # (green, movement) pairs: whose green
@@ -130,8 +140,17 @@ class DetectorHealth:
         """Advance the queue model one step; a healthy lane's model is its reading."""
         passed = obs.passed if obs.passed is not None else np.full(len(self.queue), np.nan)
         counted = ~was_faulty & ~self.faulty & ~np.isnan(passed)
-        self._rate_count += np.where(counted, np.maximum(passed - self.model_passed, 0.0), 0.0)
+        crossed = np.where(counted, np.maximum(passed - self.model_passed, 0.0), 0.0)
+        self._rate_count += crossed
         self._rate_time += counted
+        serving = counted & (green > 0) & (self.queue > 0)
+        self._discharge_count += np.where(serving, crossed, 0.0)
+        self._discharge_time += serving
+        measured = self._discharge_time >= RATE_HISTORY_S
+        discharge = np.divide(
+            self._discharge_count, self._discharge_time, out=np.zeros(len(self.queue)), where=measured
+        )
+        discharge = np.where(measured, np.minimum(discharge, SATURATION_FLOW_VEH_S), SATURATION_FLOW_VEH_S)
         known = self._rate_time >= RATE_HISTORY_S
         rate = np.divide(self._rate_count, self._rate_time, out=np.zeros_like(self.queue), where=known)
         # Never below the mean of the intersection's lanes: a lane modelled too empty is starved, one modelled
@@ -145,7 +164,7 @@ class DetectorHealth:
         rate = np.maximum(rate, mean[self.feeds])  # feeds -1 (exit lanes): the city's mean
         # A lane found faulty after a silence has gathered its arrivals since its last count, unseen.
         start = np.where(self.faulty & ~was_faulty, self.queue + rate * self._dry, self.queue)
-        leave = np.minimum(start + rate, green * SATURATION_FLOW_VEH_S)
+        leave = np.minimum(start + rate, green * np.where(self.feeds >= 0, discharge, SATURATION_FLOW_VEH_S))
         modelled = np.clip(start + rate - leave, 0.0, self.capacity)
         self.queue = np.where(self.faulty, modelled, np.nan_to_num(obs.lane("halting")))
         self.model_passed = np.where(self.faulty | np.isnan(passed), self.model_passed + leave, passed)
@@ -163,12 +182,21 @@ class DetectorHealth:
         self._dry = dry
         history = self._counted_time >= SILENT_HISTORY_S
         rate = np.divide(self._counted, self._counted_time, out=np.zeros_like(dry), where=history)
-        return np.asarray(history & (rate * dry >= SILENT_COUNT))
+        return np.asarray(history & (dry >= SILENT_MIN_S) & (rate * dry >= SILENT_COUNT))
+
+    def has_sibling(self) -> NDArray[np.bool_]:
+        """Per lane: its edge has a healthy lane."""
+        healthy = np.bincount(self.edge, weights=(~self.faulty).astype(float), minlength=self.n_edges)
+        return np.asarray(healthy[self.edge] > 0)
 
     def clean(self, obs: Observation) -> Observation:
-        """`obs` with every faulty lane's readings replaced by the queue model."""
+        """`obs` with every faulty lane's readings replaced: by the mean of its edge's healthy lanes, else by the
+        queue model (the stop-line count always by the model's)."""
         if not self.faulty.any():
             return obs
+        ok = ~self.faulty
+        healthy = np.bincount(self.edge, weights=ok.astype(float), minlength=self.n_edges)
+        sibling = self.has_sibling()
         model = {
             "vehicles": self.queue,
             "halting": self.queue,
@@ -176,11 +204,16 @@ class DetectorHealth:
             "passed": self.model_passed,
             "pending": np.zeros_like(self.queue),
         }
-        changed: dict[str, Any] = {
-            name: np.where(self.faulty, value, getattr(obs, name))
-            for name, value in model.items()
-            if getattr(obs, name) is not None
-        }
+        changed: dict[str, Any] = {}
+        for name, value in model.items():
+            seen = getattr(obs, name)
+            if seen is None:
+                continue
+            if name != "passed":
+                total = np.bincount(self.edge, weights=np.where(ok, seen, 0.0), minlength=self.n_edges)
+                mean = np.divide(total, healthy, out=np.zeros(self.n_edges), where=healthy > 0)
+                value = np.where(sibling, mean[self.edge], value)
+            changed[name] = np.where(ok, seen, value)
         return dataclasses.replace(obs, **changed)
 
     def unknown(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -246,13 +279,17 @@ class DetectorSupervisor:
         lanes = sorted({int(i) for i in lay.mov_in[lay.mov_int == k] if health.faulty[i]})
         if not lanes:
             return self.controller.explain(k)
-        named = ", ".join(f"{lay.lanes[i]} ({REASONS[health.reason[i]]})" for i in lanes[:4])
+        sibling = health.has_sibling()
+        how = {True: "its edge's healthy lanes", False: "the queue model"}
+        named = ", ".join(
+            f"{lay.lanes[i]} ({REASONS[health.reason[i]]}; read as {how[bool(sibling[i])]})" for i in lanes[:4]
+        )
         if self.fallback[k]:
             return (
                 f"fixed-time fallback: more than half of the approach lanes have faulty detectors: {named}; "
                 f"{self.fallback_controller.explain(k)}"
             )
-        return f"{self.controller.explain(k)}; faulty detectors read from the queue model: {named}"
+        return f"{self.controller.explain(k)}; faulty detectors: {named}"
 
     def stats(self) -> dict[str, float]:
         health = self.checked
