@@ -1,10 +1,12 @@
 """Controllers on faulty detectors: healthy against faulty resco_delay on the RESCO scenarios.
 
-Each (scenario, controller, seed) runs twice through the same `DetectorSupervisor` (detector plausibility
-checks and the fixed-time fallback per intersection): once on healthy detectors (`--detector-faults 0`) and
-once with `--fraction` of the lanes faulty (`--kind`, fault seed = the run's index). The change is faulty
-over healthy, of the seed means. Runs go seed by seed over all scenarios, and the "Detector faults" section
-of BENCHMARKS.md is rewritten after every scenario, so an interrupted run still leaves every finished seed.
+Each (scenario, controller, seed) runs twice through the same `DetectorSupervisor` (plausibility checks,
+stand-ins for faulty lanes, fixed-time fallback per intersection): once on healthy detectors
+(`--detector-faults 0`) and once with `--fraction` of the lanes faulty (`--kind`, fault seed = the run's
+index). The change is faulty over healthy, of the seed means; "fallback share" is the mean share of
+intersections on their fixed-time plan. Runs go seed by seed over all scenarios, and the "Detector faults"
+section of BENCHMARKS.md is rewritten after every scenario, so an interrupted run still leaves every finished
+seed.
 
     nice -n 15 .venv/bin/python benchmarks/detector_faults.py [--seeds 3] [--scenarios cologne1 grid4x4]
 """
@@ -102,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"with a training run, 1 worker at nice 15; wall {wall:.0f} s so far\n"
                 f"- command: `{command.strip()}`\n"
                 f"- faults: {args.fraction:.0%} of the observed lanes, {args.kind} (stuck, missing, noisy +-30 %, "
-                "chattering), onset in the first 15 min, fault seed = seed index; both columns run the detector "
-                "supervisor (plausibility checks, substitution from the edge's healthy lanes, fixed-time fallback "
-                "per intersection), the healthy one on true readings; metric: RESCO delay, full windows; "
+                "chattering), onset 5 to 20 min into the run, fault seed = seed index; both columns run the "
+                "detector supervisor (plausibility checks; a faulty lane reads its edge's healthy lanes, else a queue "
+                "model; fixed-time fallback where most of an intersection's detectors are faulty), the healthy one on "
+                "true readings; metric: RESCO delay, full windows; "
                 f"seeds from {DEFAULT_SEED}\n"
                 f"- progress: seed {i + 1} of {args.seeds}, through {name}; {within} of {total} within "
                 f"{TOLERANCE:.0%}; safety violations: "
