@@ -57,7 +57,11 @@ GREEN_FEATURES = 2
 QUEUE_SCALE = 10.0
 TRUST = 0.5  # the trust region: greens scoring at least this share of the anchor's best
 OOD_FACTOR = 1.5  # inputs beyond this multiple of the largest seen in training fall back to the anchor
-KEEP_TIE = 1e-3  # in features (vehicles / QUEUE_SCALE): a hundredth of a vehicle, it only breaks ties
+# Ties (in features: vehicles / QUEUE_SCALE, so one vehicle is 0.1): keeping the running green beats
+# an equal pressure, and among equal pressures the first green wins, as in Advanced-MP; both far below
+# one vehicle, and ORDER_TIE x the most greens (8) below KEEP_TIE.
+KEEP_TIE = 1e-2
+ORDER_TIE = 1e-3
 ANCHOR_DECIMALS = 6
 MIN_GREEN_S = 10.0  # the policy leaves a green alone this long (the guard's min green may be shorter)
 REACH_M = 167.0  # Advanced-MP's detection range for vehicles approaching a green
@@ -80,6 +84,7 @@ class CityIndex:
     n_greens: int
     n_intersections: int
     mov_int: NDArray[np.int64]  # intersection of each movement
+    local: NDArray[np.int64]  # each green's index within its intersection
 
     @cached_property
     def _segments(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -119,6 +124,7 @@ class CityIndex:
             layout.n_greens,
             layout.n_intersections,
             layout.mov_int,
+            local,
         )
 
 
@@ -148,9 +154,9 @@ def movement_features(layout: Layout, obs: Observation) -> FloatArray:
 def anchor_scores(index: CityIndex, mov: FloatArray, green: FloatArray) -> FloatArray:
     """Per green, Advanced-MP's score from the movement features: its insertion- and spill-back-aware
     efficient pressure, and for the running green, if the vehicles still moving
-    towards its stop lines, so that the first highest score is exactly Advanced-MP's choice: the running
+    towards its stop lines, so that the highest score is exactly Advanced-MP's choice: the running
     green, just above the best pressure, while its approaching vehicles reach that pressure; else
-    the first green of highest pressure.
+    the first green of highest pressure (`KEEP_TIE`, `ORDER_TIE`).
     The skip connection of the policy, and the trust region around it."""
     full = mov[:, 5] > 0.5
     pressure = mov[:, 0] + mov[:, 4] - mov[:, 2]
@@ -161,7 +167,7 @@ def anchor_scores(index: CityIndex, mov: FloatArray, green: FloatArray) -> Float
     p, r = per_green[:, 0], per_green[:, 1]
     top = masked_logits(index, p).max(axis=1)[index.green_int]
     keep = green[:, 0] * (r >= top)
-    return np.asarray(np.where(keep > 0, top + KEEP_TIE, p))
+    return np.asarray(np.where(keep > 0, top + KEEP_TIE, p) - ORDER_TIE * index.local)
 
 
 def green_features(layout: Layout, obs: Observation) -> FloatArray:

@@ -17,6 +17,7 @@ from citysignal.control.ai import (
     GREEN_FEATURES,
     KEEP_TIE,
     MOVEMENT_FEATURES,
+    ORDER_TIE,
     PARAM_NAMES,
     CityIndex,
 )
@@ -27,6 +28,7 @@ def anchor_scores(
     serve_mov: torch.Tensor,
     slots: torch.Tensor,
     green_int: torch.Tensor,
+    local: torch.Tensor,
     mov: torch.Tensor,
     green: torch.Tensor,
 ) -> torch.Tensor:
@@ -42,11 +44,11 @@ def anchor_scores(
     r = torch.round(r, decimals=ANCHOR_DECIMALS)
     top = p[:, slots.clamp(min=0)].masked_fill((slots < 0)[None], float("-inf")).amax(dim=-1)[:, green_int]
     keep = (green[..., 0] > 0) & (r >= top)
-    return torch.where(keep, top + KEEP_TIE, p)
+    return torch.where(keep, top + KEEP_TIE, p) - ORDER_TIE * local
 
 
 class SharedPolicy(nn.Module):
-    def __init__(self, hidden: int = 32, alpha: float = 10.0, seed: int = 0) -> None:
+    def __init__(self, hidden: int = 32, alpha: float = 100.0, seed: int = 0) -> None:
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
 
@@ -80,7 +82,8 @@ class SharedPolicy(nn.Module):
         )
         z = torch.relu(torch.cat([emb, green], dim=-1) @ self.w3 + self.b3)
         slots = torch.as_tensor(index.slots, device=dev)
-        anchor = anchor_scores(serve_green, serve_mov, slots, green_int, mov, green)
+        local = torch.as_tensor(index.local, device=dev, dtype=mov.dtype)
+        anchor = anchor_scores(serve_green, serve_mov, slots, green_int, local, mov, green)
         scores = (z @ self.w4)[..., 0] + self.b4[0] + self.alpha[0] * anchor
         pooled = torch.zeros(t, index.n_intersections, h.shape[-1], dtype=h.dtype, device=dev).index_add(
             1, green_int, emb

@@ -123,8 +123,8 @@ class RuleConfig:
 
 @dataclass
 class Demonstration:
-    """A teacher's episode, seen as the policy sees it: features, and at every decision the green the
-    teacher had running (or was changing to) by the next decision."""
+    """A teacher's episode, seen as the policy sees it: features, and at every decision tick the
+    anchor's (Advanced-MP's) choice for the intersections that decide then."""
 
     scenario: Scenario
     mov: list[FloatArray] = field(default_factory=list)
@@ -136,7 +136,8 @@ class Demonstration:
 
 def demonstrate(scenario: Scenario, teacher: str, seed: int, trust: float = TRUST) -> Demonstration:
     """One episode of a classic controller (one that decides; not a SUMO program) driving every
-    intersection through the guard, recorded for behaviour cloning."""
+    intersection through the guard, recorded for behaviour cloning of Advanced-MP's rule at the
+    policy's own decision ticks (the skip connection then starts where the teacher is)."""
     controller = make_controller(teacher)
     if controller.sumo_program is not None:
         raise UserError(f"teacher '{teacher}' is a SUMO program: it cannot be imitated here; choose one that decides")
@@ -152,11 +153,10 @@ def demonstrate(scenario: Scenario, teacher: str, seed: int, trust: float = TRUS
             mov = core.features()
             green = green_features(core.layout, obs)
             step = core.step(hold)
-            guard = core.guard
             demo.mov.append(mov.astype(np.float32))
             demo.green.append(green.astype(np.float32))
-            label = np.where(guard.green >= 0, guard.green, guard.target)
-            demo.labels.append(np.where(ready(obs), label, -1).astype(np.int64))  # -1: no decision here
+            anchor = np.argmax(masked_logits(index, anchor_scores(index, mov, green)), axis=1)
+            demo.labels.append(np.where(ready(obs), anchor, -1).astype(np.int64))  # -1: no decision here
             demo.allowed.append(trust_region(index, anchor_scores(index, mov, green), trust))
             demo.feature_max = np.maximum(demo.feature_max, np.nan_to_num(mov).max(axis=0))
             obs = step.obs
