@@ -301,7 +301,7 @@ def whatif(
     scenario: Annotated[str, typer.Argument(help="Bundled scenario name or .sumocfg path.")],
     at: Annotated[str, typer.Option(help="Fork time T (s or clock time HH:MM:SS), within the scenario's window.")],
     horizon: Annotated[str, typer.Option(help="Seconds (or H:MM:SS) each candidate runs from T.")],
-    candidates: Annotated[str, typer.Option(help="Controllers to race from the fork, comma-separated.")] = (
+    candidates: Annotated[str, typer.Option(help="Controllers or plan:FILE (plan export) to race, comma-separated")] = (
         "ai,maxpressure,fixed"
     ),
     controller: Annotated[str, typer.Option(help="Controller that runs the city up to T.")] = "ai",
