@@ -14,8 +14,9 @@ the service, where the live twin and Ray are already running.
 Candidates are guard-driven controllers, or `plan:FILE`, a plan file from `citysignal plan export` run
 as fixed-time through the guard: the period of the plan that runs at T holds for the whole horizon (a
 horizon is minutes; a plan's periods are usually an hour), and the plan must keep the net's greens, so
-that the guard's state still fits. SUMO's own programs (`actuated`) cannot take over a fork, since SUMO
-does not keep its program's place once the guard has written states.
+that the guard's state still fits (the active period is written to a temporary file on this machine, so on
+a cluster plan candidates need that folder shared with the nodes). SUMO's own programs (`actuated`)
+cannot take over a fork, since SUMO does not keep its program's place once the guard has written states.
 """
 
 from __future__ import annotations
