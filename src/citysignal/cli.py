@@ -318,16 +318,12 @@ def train(
     err.print(f"selected policy: {best} (log: {out / 'train_log.csv'})")
 
 
-WHATIF_COLUMNS = ("resco_delay", "mean_duration", "mean_waiting", "p95_waiting", "arrived", "not_inserted",
-                  "safety_violations", "wall_s")  # fmt: skip
-
-
 @app.command()
 def whatif(
     scenario: Annotated[str, typer.Argument(help="Bundled scenario name or .sumocfg path.")],
     at: Annotated[str, typer.Option(help="Fork time T (s or clock time HH:MM:SS), within the scenario's window.")],
     horizon: Annotated[str, typer.Option(help="Seconds (or H:MM:SS) each candidate runs from T.")],
-    candidates: Annotated[str, typer.Option(help="Controllers to race from the fork, comma-separated.")] = (
+    candidates: Annotated[str, typer.Option(help="Controllers or plan:FILE (plan export) to race, comma-separated")] = (
         "ai,maxpressure,fixed"
     ),
     controller: Annotated[str, typer.Option(help="Controller that runs the city up to T.")] = "ai",
@@ -368,14 +364,8 @@ def whatif(
     if as_json:
         sys.stdout.write("".join(json.dumps(row) + "\n" for row in rows))
     else:
-        table = Table(title=f"what-if {sc.name}: fork at {t:g} s under {controller}, {h:g} s horizon, best first")
-        columns = [c for c in report.TABLE_COLUMNS if c[0] in WHATIF_COLUMNS]
-        table.add_column("candidate")
-        for _, header, _ in columns:
-            table.add_column(header, justify="right")
-        for r in result.results:
-            table.add_row(r.controller, *(fmt.format(r.metrics[key]) for key, _, fmt in columns))
-        Console().print(table)
+        title = f"what-if {sc.name}: fork at {t:g} s under {controller}, {h:g} s horizon, best first"
+        Console().print(report.rich_table(report.summarize(result.results), title))
         err.print(f"race: {result.race_wall_s:.1f} s from the fork to the last result")
     _note(sc)
 

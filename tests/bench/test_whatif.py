@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
 from citysignal.bench.episode import run_episode
 from citysignal.bench.metrics import METRIC_KEYS
-from citysignal.bench.whatif import race
+from citysignal.bench.whatif import _plan_at, race
 from citysignal.errors import UserError
 from citysignal.scenarios import resolve
 
@@ -56,11 +58,41 @@ def test_a_fork_at_the_begin_run_to_the_end_is_the_bench_row() -> None:
         (25200, 60, ["fixed", "actuated"], "SUMO's own program"),
         (25200, 60, ["fixed", "genius"], "unknown controller 'genius'"),
         (25200, 60, ["fixed", "fixed"], "named twice"),
+        (25200, 60, ["fixed", "plan:/nowhere/plans.add.xml"], "plan file not found"),
     ],
 )
 def test_bad_requests_fail_before_anything_runs(at: float, horizon: float, candidates: list[str], message: str) -> None:
     with pytest.raises(UserError, match=message):
         race(resolve("cologne1", 25200, 25500), at, horizon, candidates, workers=1)
+
+
+def _export_plan(scenario: str, out: Path, *periods: str) -> Path:
+    args = [a for period in periods for a in ("--period", period)]
+    proc = subprocess.run([*CLI, "plan", "export", scenario, "--out", str(out), *args], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_a_plan_candidate_runs_the_plans_period_at_the_fork(tmp_path: Path) -> None:
+    plan = _export_plan("cologne3", tmp_path / "plans.add.xml", "07:00-07:30", "07:30-08:00")
+    for at, program in ((26900, "tod_0700"), (27100, "tod_0730")):
+        active = _plan_at(plan, at, tmp_path / "active.add.xml")
+        assert {tl.get("programID") for tl in ET.parse(active).getroot().iter("tlLogic")} == {program}
+    name = f"plan:{plan}"
+    w = race(resolve("cologne3", 25200, 28800), 27100, 300, ["fixed", name], controller="fixed", workers=1)
+    by_name = {r.controller: r for r in w.results}
+    assert set(by_name) == {"fixed", name}
+    assert by_name[name].start_lanes == by_name["fixed"].start_lanes == w.fork.lanes
+    assert by_name[name].metrics["safety_violations"] == 0
+    assert by_name[name].metrics["resco_delay"] != by_name["fixed"].metrics["resco_delay"]  # Webster's, not the net's
+    assert [row["candidate"] for row in w.rows()] == [r.controller for r in w.results]
+
+
+def test_a_plan_of_another_net_is_refused(tmp_path: Path) -> None:
+    plan = _export_plan("cologne1", tmp_path / "other.add.xml", "07:00-07:30")
+    with pytest.raises(UserError, match="does not fit cologne3"):
+        race(resolve("cologne3", 25200, 25500), 25200, 60, ["fixed", f"plan:{plan}"], workers=1)
 
 
 def test_cli_races_on_ray_and_prints_one_row_per_candidate_best_first() -> None:

@@ -157,6 +157,8 @@ def test_a_killed_twin_is_restarted_from_its_snapshot_within_5_s(tmp_path: Path)
             assert state["controllers"][state["assignment"][ids.index("B0")]] == "maxpressure"
             assert state["kpi"]["violations"] == 0
             assert twin_pid(http) != old and not alive(old)
+            assert http.get("/api/info").json()["twin"] == {"pid": twin_pid(http), "restarts": 1,
+                                                            "snapshot_write_errors": 0}  # fmt: skip
             assert http.get("/api/intersections/B2").json()["override"]["green"] == 1
     finally:
         assert stop_serve(served) == 0

@@ -1,0 +1,70 @@
+"""What-if race: how long from the fork to the last candidate's result (`race_wall_s`).
+
+The issue's case: Manhattan 28x7 at the height of the evening peak (`manhattan_evening_peak`, fork at
+18:00 under the AI), three candidates, a 15-minute horizon, on this machine with one Ray worker per
+candidate. Running the city to the fork is set-up (in the service the live twin is already there) and is
+reported apart.
+
+    .venv/bin/python benchmarks/whatif.py [--scenario manhattan_evening_peak] [--at 18:00:00] [--horizon 900]
+                                          [--candidates ai,maxpressure,fixed] [--workers 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from citysignal.bench.report import update_section
+from citysignal.bench.whatif import race
+from citysignal.scenarios import resolve
+from citysignal.scenarios.demand import time_option
+
+SECTION = "## What-if race"
+TARGET = "race_wall_s <= 60 s for manhattan_evening_peak, fork at 18:00, 3 candidates, 900 s horizon, 2 cores"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", default="manhattan_evening_peak")
+    parser.add_argument("--at", default="18:00:00")
+    parser.add_argument("--horizon", type=float, default=900.0)
+    parser.add_argument("--candidates", default="ai,maxpressure,fixed")
+    parser.add_argument("--controller", default="ai")
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
+    args = parser.parse_args()
+    sc = resolve(args.scenario)
+    at = time_option(args.at, "--at")
+    assert at is not None
+    started = time.perf_counter()
+    w = race(sc, at, args.horizon, args.candidates.split(","), args.controller, workers=args.workers)
+    total = time.perf_counter() - started
+    lines = [
+        "| candidate | RESCO delay s | arrived | not inserted | violations | wall s | race wall s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in w.rows():
+        lines.append(
+            f"| {row['candidate']} | {row['resco_delay']:.1f} | {row['arrived']:.0f} | {row['not_inserted']:.0f} "
+            f"| {row['safety_violations']:.0f} | {row['wall_s']:.1f} | {row['race_wall_s']:.1f} |"
+        )
+    body = (
+        f"{SECTION}\n\n- date: {dt.date.today().isoformat()}; machine: {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}\n"
+        f"- command: `python benchmarks/whatif.py {' '.join(sys.argv[1:])}`\n"
+        f"- {sc.name}: fork at {at:g} s under {args.controller} ({w.fork.vehicles} vehicles on the lanes), "
+        f"{args.horizon:g} s horizon, {args.workers} Ray workers; set-up (Ray start, run to the fork) "
+        f"{total - w.race_wall_s:.1f} s\n"
+        f"- target: {TARGET}\n\n" + "\n".join(lines) + "\n"
+    )
+    update_section(args.out, SECTION, body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
