@@ -1,7 +1,8 @@
 """Regression safety for the shipped AI policy, in CI: on short windows of the maps where it once
 gridlocked (cologne3) or fell far behind (ingolstadt7), over two seeds each, the deployed controller
-stays within 1.2x of max-pressure on the same seeds, inserts what max-pressure inserts, and never
-commands an illegal state. Full-hour, many-seed figures live in benchmarks/ai_resco.py."""
+stays within 1.2x of max-pressure on the same seeds (delay, and vehicles left outside the map give or
+take 1 % of the demand), and never commands an illegal state. Full-hour, many-seed figures live in
+benchmarks/ai_resco.py."""
 
 from __future__ import annotations
 
@@ -22,4 +23,5 @@ def test_shipped_policy_stays_near_max_pressure(name: str) -> None:
         mp = run_episode(scenario, "maxpressure", seed).metrics
         assert ai["safety_violations"] == 0
         assert ai["resco_delay"] <= 1.2 * mp["resco_delay"], (name, seed, ai["resco_delay"], mp["resco_delay"])
-        assert ai["not_inserted"] <= max(mp["not_inserted"], 0.01 * (ai["arrived"] + ai["not_inserted"]))
+        demand = ai["arrived"] + ai["not_inserted"]
+        assert ai["not_inserted"] <= 1.2 * mp["not_inserted"] + 0.01 * demand, (name, seed, ai["not_inserted"])
