@@ -79,11 +79,11 @@ def main() -> None:
     parser.add_argument("--transfer-seeds", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--maps", default=",".join(RESCO), help="comma-separated subset of the RESCO maps")
-    parser.add_argument("--no-transfer", action="store_true")
+    parser.add_argument("--transfer", default=",".join(TRANSFER), help="comma-separated unseen cities ('' for none)")
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
     args = parser.parse_args()
     maps = [m for m in args.maps.split(",") if m]
-    transfer = () if args.no_transfer else TRANSFER
+    transfer = tuple(t for t in args.transfer.split(",") if t)
 
     jobs = [Job(resolve(sc), c, DEFAULT_SEED + k) for sc in maps for c in (*CLASSIC, *AI) for k in range(args.seeds)]
     jobs += [Job(resolve(sc), c, DEFAULT_SEED + k) for sc in transfer for c in TRANSFER_CONTROLLERS
