@@ -368,3 +368,13 @@ def green_in_words(layout: Layout, obs: Observation, k: int, g: int) -> str:
     if full:
         text += f" (exit full: {', '.join(full)})"
     return text
+
+
+class AiWithoutTrustRegion(AiController):
+    """The shipped policy with the trust region switched off (`trust=0`): the ablation that shows what
+    the trust region is worth. The out-of-range fallback and the guard still apply."""
+
+    name: ClassVar[str] = "ai_free"
+
+    def __init__(self, policy: Path | None = None, interval: float = 10.0, ood_factor: float = OOD_FACTOR) -> None:
+        super().__init__(policy, interval, ood_factor, trust=0.0)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from citysignal.control.adaptive import Actuated, AdvancedMaxPressure, MaxPressure, Sotl
-from citysignal.control.ai import AiController
+from citysignal.control.ai import AiController, AiWithoutTrustRegion
 from citysignal.control.base import Controller
 from citysignal.control.cycle import FixedTime, Webster
 from citysignal.errors import UserError
@@ -19,7 +19,7 @@ FACTORIES: dict[str, Callable[[], Controller]] = {
     "advanced_mp": AdvancedMaxPressure,
     "sotl": Sotl,
     "ai": AiController,
-    "ai_free": lambda: AiController(trust=0.0),  # ablation: the policy without its trust region
+    "ai_free": AiWithoutTrustRegion,
 }
 
 
@@ -32,7 +32,7 @@ def make_controller(name: str, policy: Path | None = None) -> Controller:
     if name == "ai":
         return AiController(policy)
     if name == "ai_free":
-        return AiController(policy, trust=0.0)
+        return AiWithoutTrustRegion(policy)
     if policy is not None:
         raise UserError(f"--policy applies to the ai controller, not '{name}'")
     try:
