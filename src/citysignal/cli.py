@@ -306,7 +306,8 @@ def train(
     resolved = [resolve(s, time_option(begin, "--begin"), time_option(end, "--end")) for s in scenarios.split(",") if s]
     from citysignal.control import make_controller
 
-    make_controller(teacher)  # an unknown name is a one-line error before any work
+    if make_controller(teacher).sumo_program is not None:  # an unknown name is a one-line error, too
+        raise UserError(f"--teacher {teacher} is a SUMO program: it cannot be imitated; choose one that decides")
     config = TrainConfig(
         resolved, out, episodes=episodes, workers=workers, address=address, seed=seed, resume=resume,
         teacher=teacher, imitation_epochs=imitation_epochs, trust=trust, validate_every=validate_every,

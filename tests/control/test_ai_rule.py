@@ -76,12 +76,17 @@ def test_anchor_scores_pick_what_advanced_mp_picks() -> None:
         amp.last_decision[:] = -np.inf
 
 
-def test_trust_region_replaces_a_starving_choice() -> None:
+def _loaded_grid() -> tuple[Layout, CityIndex, np.ndarray, np.ndarray, np.ndarray]:
+    """grid4x4 with every intersection's last green loaded: layout, index, the anchor's wanted greens,
+    movement and green features."""
     layout = bundled_layout("grid4x4")
-    index = CityIndex.from_layout(layout)
     halting, wanted = _loaded_green(layout)
     obs = _observation(layout, halting)
-    mov, green = movement_features(layout, obs), green_features(layout, obs)
+    return layout, CityIndex.from_layout(layout), wanted, movement_features(layout, obs), green_features(layout, obs)
+
+
+def test_trust_region_replaces_a_starving_choice() -> None:
+    layout, index, wanted, mov, green = _loaded_grid()
     in_range = mov.max(axis=0) + 1.0
     starving = np.zeros(layout.n_intersections, dtype=np.int64)  # keep green 0, whose lanes are empty
     rule = deployed_choice(index, _favouring(index, starving), mov, green, in_range, 1.5, 0.5)
@@ -97,11 +102,7 @@ def test_trust_region_replaces_a_starving_choice() -> None:
 
 
 def test_inputs_beyond_the_training_range_fall_back_to_the_anchor() -> None:
-    layout = bundled_layout("grid4x4")
-    index = CityIndex.from_layout(layout)
-    halting, wanted = _loaded_green(layout)
-    obs = _observation(layout, halting)
-    mov, green = movement_features(layout, obs), green_features(layout, obs)
+    layout, index, wanted, mov, green = _loaded_grid()
     policy = _favouring(index, np.zeros(layout.n_intersections, dtype=np.int64))
     rule = deployed_choice(index, policy, mov, green, np.full(mov.shape[1], 0.1), 1.5, 0.0)
     assert rule.fallback.all()

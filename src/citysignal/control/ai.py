@@ -362,7 +362,8 @@ def green_in_words(layout: Layout, obs: Observation, k: int, g: int) -> str:
     lanes = np.unique(layout.mov_in[rows])
     halting, vehicles = obs.lane("halting"), obs.lane("vehicles")
     edges = sorted({layout.lanes[i].rsplit("_", 1)[0] for i in lanes})
-    full = sorted({layout.lanes[layout.mov_out[m]].rsplit("_", 1)[0] for m in rows if spillback(layout, halting)[m]})
+    blocked = rows[spillback(layout, halting)[rows]]
+    full = sorted({layout.lanes[layout.mov_out[m]].rsplit("_", 1)[0] for m in blocked})
     text = (f"{halting[lanes].sum():.0f} queued and {(vehicles - halting)[lanes].sum():.0f} approaching on "
             f"{', '.join(edges) or 'no approach'}")  # fmt: skip
     if full:
