@@ -31,7 +31,7 @@ def _observation(layout: Layout, halting: np.ndarray, time_in_phase: float = 30.
         vehicles=halting.copy(),
         halting=halting,
         occupancy=np.minimum(halting * 7.5 / np.maximum(layout.lane_length, 1.0), 1.0),
-        pending=np.zeros(len(layout.lanes)),
+        backlog=np.zeros(len(layout.lanes)),
     )
 
 
@@ -67,7 +67,7 @@ def test_anchor_scores_pick_what_advanced_mp_picks() -> None:
             vehicles=halting + rng.integers(0, 8, len(layout.lanes)),
             halting=halting,
             occupancy=rng.uniform(0, 1, len(layout.lanes)),
-            pending=rng.integers(0, 3, len(layout.lanes)).astype(float),
+            backlog=rng.integers(0, 3, len(layout.lanes)).astype(float),
         )
         anchor = anchor_scores(index, movement_features(layout, obs), green_features(layout, obs))
         chosen = np.argmax(masked_logits(index, anchor), axis=1)

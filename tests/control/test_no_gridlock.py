@@ -18,3 +18,14 @@ def test_cologne3_never_locks(controller: str) -> None:
         assert m["safety_violations"] == 0
         assert m["not_inserted"] <= 0.01 * (m["arrived"] + m["not_inserted"]), (seed, m["not_inserted"])
         assert m["max_waiting"] < 600, (seed, m["max_waiting"])
+
+
+def test_a_queue_behind_a_stub_approach_is_served() -> None:
+    """ingolstadt7: a signalized approach 0.92 m long holds one vehicle of a queue that continues on the
+    road behind it (`Network.feeders`). Blind to that queue, Advanced-MP starved it (217 s/vehicle over
+    the hour, hundreds never entered); seeing it (`Observation.backlog`), it serves it like the rest."""
+    scenario = resolve("ingolstadt7", 57600.0, 59400.0)
+    m = run_episode(scenario, "advanced_mp", 23423).metrics
+    assert m["safety_violations"] == 0
+    assert m["not_inserted"] <= 0.01 * (m["arrived"] + m["not_inserted"]), m["not_inserted"]
+    assert m["max_waiting"] < 400, m["max_waiting"]

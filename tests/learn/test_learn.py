@@ -87,7 +87,7 @@ def test_torch_and_numpy_give_identical_outputs(name: str) -> None:
             vehicles=halting + rng.integers(0, 10, n_lanes),
             halting=halting,
             occupancy=rng.uniform(0, 1, n_lanes),  # libsumo: a fraction
-            pending=rng.integers(0, 5, n_lanes).astype(float) * (rng.random(n_lanes) < 0.2),
+            backlog=rng.integers(0, 5, n_lanes).astype(float) * (rng.random(n_lanes) < 0.2),
         )
         movs.append(movement_features(layout, obs))
         greens.append(green_features(layout, obs))

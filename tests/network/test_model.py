@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bundled import BUNDLED
+from bundled import BUNDLED, bundled_layout, bundled_network
 
 from citysignal.errors import UserError
 from citysignal.network import load_network, signals
@@ -342,3 +342,19 @@ def test_pedestrian_crossings(tmp_path: Path) -> None:
                 dropped = signals.lost_green_without_yellow(before, after)
                 assert set(dropped) <= set(peds)
     assert inter.transition(0, 1) == ()  # green -> pedestrian clearance, straight from the program
+
+
+def test_feeders_are_the_roads_leading_only_to_an_approach() -> None:
+    """ingolstadt7's approach 10425609#1 is a 0.92 m stub: its queue stands on the road behind it, which
+    leads nowhere else; the layout spreads a feeder lane's queue evenly over the lanes of the edge it
+    feeds."""
+    net = bundled_network("ingolstadt7")
+    assert "10425609#0" in net.feeders["10425609#1"]
+    assert all(edge not in fed for edge, fed in net.feeders.items())
+    layout = bundled_layout("ingolstadt7")
+    row = layout.lanes.index("10425609#1_1")
+    per_lane = layout.from_feeders(np.ones(len(layout.feed_lanes)))
+    lanes_of = Counter(lane.edge for lane in net.lanes.values())
+    fed = sum(lanes_of[e] for e in net.feeders["10425609#1"])
+    assert per_lane[row] == pytest.approx(fed / lanes_of["10425609#1"])
+    assert layout.from_feeders(np.zeros(len(layout.feed_lanes))).sum() == 0

@@ -28,7 +28,7 @@ def _readings(layout: Layout, t: int, rng: np.random.Generator, passed: np.ndarr
         halting=vehicles - 1.0,
         occupancy=vehicles / 20.0,
         passed=passed.copy(),
-        pending=np.zeros(n),
+        backlog=np.zeros(n),
     )
 
 

@@ -74,7 +74,7 @@ class MaxPressure(Controller):
 
 class AdvancedMaxPressure(Controller):
     name: ClassVar[str] = "advanced_mp"
-    requires: ClassVar[frozenset[str]] = frozenset({"halting", "vehicles", "pending"})
+    requires: ClassVar[frozenset[str]] = frozenset({"halting", "vehicles", "backlog"})
 
     def __init__(self, interval: float = 10.0, min_green: float = 10.0, reach: float = 167.0) -> None:
         super().__init__()

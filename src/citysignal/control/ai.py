@@ -132,19 +132,20 @@ def movement_features(layout: Layout, obs: Observation) -> FloatArray:
     """(movements x 6) inputs of the movement encoder, each O(1):
 
     0 queued on the incoming lane, 1 moving towards the stop line within `REACH_M`, 2 queued on the
-    outgoing lane (all / `QUEUE_SCALE`), 3 occupancy of the outgoing lane (a fraction), 4 vehicles
-    waiting to be inserted on the incoming lane's edge (/ `QUEUE_SCALE`), 5 the outgoing lane is full
-    of queued vehicles (spill-back, 0 or 1)."""
+    outgoing lane (all / `QUEUE_SCALE`), 3 occupancy of the outgoing lane (a fraction, clipped to 1:
+    SUMO counts the whole length of a vehicle that sticks out of a very short lane), 4 the queue
+    continuing upstream beyond the incoming lane (`Observation.backlog`, / `QUEUE_SCALE`), 5 the
+    outgoing lane is full of queued vehicles (spill-back, 0 or 1)."""
     halting = obs.lane("halting")
     moving = (obs.lane("vehicles") - halting)[layout.mov_in] * np.minimum(1.0, reach_fraction(layout, REACH_M))
-    pending = obs.pending[layout.mov_in] if obs.pending is not None else np.zeros(len(layout.mov_in))
+    backlog = obs.backlog[layout.mov_in] if obs.backlog is not None else np.zeros(len(layout.mov_in))
     return np.stack(
         [
             halting[layout.mov_in] / QUEUE_SCALE,
             moving / QUEUE_SCALE,
             halting[layout.mov_out] / QUEUE_SCALE,
-            obs.lane("occupancy")[layout.mov_out],
-            pending / QUEUE_SCALE,
+            np.minimum(obs.lane("occupancy")[layout.mov_out], 1.0),
+            backlog / QUEUE_SCALE,
             spillback(layout, halting).astype(np.float64),
         ],
         axis=-1,
@@ -287,7 +288,7 @@ def deployed_choice(
 
 class AiController(Controller):
     name: ClassVar[str] = "ai"
-    requires: ClassVar[frozenset[str]] = frozenset({"halting", "vehicles", "occupancy", "pending"})
+    requires: ClassVar[frozenset[str]] = frozenset({"halting", "vehicles", "occupancy", "backlog"})
 
     def __init__(
         self, policy: Path | None = None, interval: float = 10.0, ood_factor: float = OOD_FACTOR, trust: float = TRUST

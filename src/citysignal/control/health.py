@@ -48,8 +48,8 @@ from numpy.typing import NDArray
 from citysignal.control.base import Controller
 from citysignal.control.cycle import SATURATION_FLOW_VEH_S, FixedTime
 from citysignal.network.layout import Layout
-from citysignal.twin.faults import VEHICLE_SPACE_M, lane_capacity
-from citysignal.twin.observation import Observation, ProgramPosition
+from citysignal.twin.faults import lane_capacity
+from citysignal.twin.observation import JAM_SPACING_M, Observation, ProgramPosition
 
 STUCK_S = 300.0
 SILENT_COUNT = 8.0
@@ -200,9 +200,9 @@ class DetectorHealth:
         model = {
             "vehicles": self.queue,
             "halting": self.queue,
-            "occupancy": np.minimum(1.0, self.queue * VEHICLE_SPACE_M / self.layout.lane_length),
+            "occupancy": np.minimum(1.0, self.queue * JAM_SPACING_M / self.layout.lane_length),
             "passed": self.model_passed,
-            "pending": np.zeros_like(self.queue),
+            "backlog": np.zeros_like(self.queue),
         }
         changed: dict[str, Any] = {}
         for name, value in model.items():

@@ -4,14 +4,16 @@ Pressure (Varaiya 2013) of a movement: vehicles queued on its incoming lane minu
 outgoing lane. Counting *queued* (halting) vehicles only is Wu et al.'s "efficient pressure".
 
 `aware=True` adds what the textbook pressure cannot see and where gridlock starts:
-- insertion backlog: vehicles SUMO could not insert on an entry edge are a queue that continues off
-  the map, so they count as queued on the edge's lanes (`Observation.pending`);
+- the backlog (`Observation.backlog`): the queue that continues upstream beyond the incoming lane, on
+  the edges that lead only to it (a 1 m signalized stub behind a 40 m road, as in ingolstadt7, holds
+  one vehicle of a long queue) and off the map, where SUMO could not insert vehicles yet (capped at
+  the lanes' jam capacity: counted in full, an endless entry queue starves the rest of the city);
 - spill-back: a movement whose outgoing lane is (nearly) full of queued vehicles cannot discharge;
   a green for it only blocks the junction box, so its pressure counts as zero
   (Gregoire et al. 2013, capacity-aware back-pressure, in its simplest on/off form).
 
-Assumes queued vehicles stand `JAM_SPACING_M` apart (a 5 m car plus SUMO's 2.5 m minimum gap); lanes
-shorter than two vehicles count as full with one queued vehicle.
+Assumes queued vehicles stand `JAM_SPACING_M` apart; lanes shorter than two vehicles count as full with
+one queued vehicle.
 """
 
 from __future__ import annotations
@@ -20,10 +22,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from citysignal.network.layout import Layout
-from citysignal.twin.observation import Observation
+from citysignal.twin.observation import JAM_SPACING_M, Observation
 
 FloatArray = NDArray[np.float64]
-JAM_SPACING_M = 7.5
 FULL_FRACTION = 0.8  # an outgoing lane this full of queued vehicles blocks its movements
 
 
@@ -40,7 +41,7 @@ def movement_pressure(layout: Layout, obs: Observation, aware: bool = False) -> 
     queued_in = halting[layout.mov_in]
     if not aware:
         return np.asarray(queued_in - halting[layout.mov_out], dtype=np.float64)
-    if obs.pending is not None:
-        queued_in = queued_in + obs.pending[layout.mov_in]
+    if obs.backlog is not None:
+        queued_in = queued_in + obs.backlog[layout.mov_in]
     pressure = queued_in - halting[layout.mov_out]
     return np.asarray(np.where(spillback(layout, halting), np.minimum(pressure, 0.0), pressure), dtype=np.float64)

@@ -24,7 +24,7 @@ from citysignal.scenarios import Scenario
 from citysignal.twin import Twin
 from citysignal.twin.observation import Observation
 
-FIELDS = frozenset({"vehicles", "occupancy", "pending"}) | GUARD_FIELDS
+FIELDS = frozenset({"vehicles", "occupancy", "backlog"}) | GUARD_FIELDS
 
 
 @dataclass
@@ -81,7 +81,7 @@ class CityCore:
             twin.write(self.guard.apply(twin.time, wanted, obs.lane("halting"), obs.lane("passed"), obs.lane("box")))
             twin.step()
             obs = self._observe()
-            queued += self.layout.queue_per_intersection(obs.lane("halting") + obs.lane("pending"))
+            queued += self.layout.queue_per_intersection(obs.lane("halting") + obs.lane("backlog"))
         self.obs = obs
         return Step(obs, -queued / self.interval / 10.0, twin.done)
 

@@ -37,6 +37,13 @@ class Layout:
     n_signals_total: int
     box_lanes: tuple[str, ...] = ()  # lanes inside junctions: each movement's first internal lane
     mov_box: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))  # into box_lanes, -1 none
+    # feeders (`Network.feeders`): lanes upstream whose queue continues onto an incoming lane's edge;
+    # each (feed_to, feed_from) pair adds feed_weight (1 / lanes of the fed edge) of a feeder lane's
+    # queue to a layout lane
+    feed_lanes: tuple[str, ...] = ()
+    feed_to: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    feed_from: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    feed_weight: FloatArray = field(default_factory=lambda: np.zeros(0))
 
     @classmethod
     def from_network(cls, network: Network) -> Layout:
@@ -74,6 +81,7 @@ class Layout:
             n_green += len(inter.greens)
             n_signal += inter.n_signals
         lane_objs = [network.lanes[name] for name in lanes]
+        feed = _feed_pairs(network, list(lanes), sorted(set(mov_in)))
         return cls(
             intersections=inters,
             lanes=tuple(lanes),
@@ -90,6 +98,10 @@ class Layout:
             n_signals_total=n_signal,
             box_lanes=tuple(box),
             mov_box=np.array(mov_box, dtype=np.int64),
+            feed_lanes=feed[0],
+            feed_to=np.array(feed[1], dtype=np.int64),
+            feed_from=np.array(feed[2], dtype=np.int64),
+            feed_weight=np.array(feed[3], dtype=float),
         )
 
     @property
@@ -119,6 +131,11 @@ class Layout:
         owner, lane = self._own_lanes
         return np.bincount(owner, weights=halting[lane], minlength=self.n_intersections).astype(np.float64)
 
+    def from_feeders(self, per_feed_lane: FloatArray) -> FloatArray:
+        """Per layout lane: its share of a quantity on the feeder lanes upstream of its edge."""
+        weights = per_feed_lane[self.feed_from] * self.feed_weight
+        return np.bincount(self.feed_to, weights=weights, minlength=len(self.lanes)).astype(np.float64)
+
     def per_green(self, per_movement: FloatArray) -> FloatArray:
         """Sum a per-movement quantity over the movements each green serves."""
         return np.bincount(self.serve_green, weights=per_movement[self.serve_mov], minlength=self.n_greens).astype(
@@ -134,3 +151,24 @@ class Layout:
         last = np.r_[self.green_start[1:], self.n_greens] - 1
         best: IntArray = order[last] - self.green_start
         return best
+
+
+def _feed_pairs(
+    network: Network, lanes: list[str], incoming: list[int]
+) -> tuple[tuple[str, ...], list[int], list[int], list[float]]:
+    """Feeder lanes of the incoming lanes' edges, and (layout lane, feeder lane, weight) pairs."""
+    by_edge: dict[str, list[str]] = {}
+    for lane in network.lanes.values():
+        by_edge.setdefault(lane.edge, []).append(lane.id)
+    feed: dict[str, int] = {}
+    to: list[int] = []
+    src: list[int] = []
+    weight: list[float] = []
+    for row in incoming:
+        edge = network.lanes[lanes[row]].edge
+        for upstream in network.feeders.get(edge, ()):
+            for name in by_edge.get(upstream, ()):
+                to.append(row)
+                src.append(feed.setdefault(name, len(feed)))
+                weight.append(1.0 / len(by_edge[edge]))
+    return tuple(feed), to, src, weight

@@ -91,9 +91,7 @@ class Intersection:
     downstream: tuple[str, ...] = ()
     default_min_green: float = DEFAULT_MIN_GREEN_S
     default_max_green: float = DEFAULT_MAX_GREEN_S
-    _transitions: dict[tuple[int, int], tuple[tuple[str, float], ...]] = field(
-        default_factory=dict, repr=False
-    )
+    _transitions: dict[tuple[int, int], tuple[tuple[str, float], ...]] = field(default_factory=dict, repr=False)
 
     @property
     def n_signals(self) -> int:
@@ -261,6 +259,7 @@ class Network:
     intersections: tuple[Intersection, ...]
     lanes: dict[str, Lane]
     bounds: tuple[float, float, float, float]
+    feeders: dict[str, tuple[str, ...]] = field(default_factory=dict)  # edge -> edges leading only to it
 
     @cached_property
     def by_id(self) -> dict[str, Intersection]:

@@ -13,7 +13,10 @@ What is read, and why:
   the program" as the conflict relation;
 - `tlLogic` elements from the net and then from additional files: the last one per TLS is active;
 - neighbours: the nearest signalized intersections up- and downstream along the edge graph, through
-  unsignalized junctions, within `NEIGHBOUR_RANGE_M`.
+  unsignalized junctions, within `NEIGHBOUR_RANGE_M`;
+- feeders: the edges whose every vehicle continues onto a given edge through an unsignalized junction
+  (a pass-through or a merge, not a fork), followed upstream for `FEEDER_RANGE_M`. A queue on a short
+  signalized approach continues onto them, so they are part of its queue (`Network.feeders`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from citysignal.network import signals
 from citysignal.network.model import Intersection, Lane, Movement, Network, ProgramPhase
 
 NEIGHBOUR_RANGE_M = 1000.0
+FEEDER_RANGE_M = 300.0
 
 
 def read_xml(path: Path, what: str) -> ET.Element:
@@ -147,6 +151,29 @@ def _neighbours(
     return tuple(sorted(found))
 
 
+def _feeders(
+    edges: dict[str, _Edge], successors: dict[str, set[str]], controlled: set[str]
+) -> dict[str, tuple[str, ...]]:
+    """Per edge: the upstream edges that lead only to it (through unsignalized junctions), within
+    `FEEDER_RANGE_M` of its start, nearest first."""
+    predecessors: dict[str, list[str]] = defaultdict(list)
+    for src, dsts in successors.items():
+        if len(dsts) == 1 and edges[src].dst not in controlled:
+            predecessors[next(iter(dsts))].append(src)
+    out: dict[str, tuple[str, ...]] = {}
+    for edge in predecessors:
+        found: list[str] = []
+        queue = deque((p, edges[p].length) for p in predecessors[edge])
+        while queue:
+            src, dist = queue.popleft()
+            if src == edge or src in found:
+                continue
+            found.append(src)
+            queue.extend((p, dist + edges[p].length) for p in predecessors.get(src, ()) if dist < FEEDER_RANGE_M)
+        out[edge] = tuple(found)
+    return out
+
+
 def _shape(text: str) -> tuple[tuple[float, float], ...]:
     pts = []
     for pair in text.split():
@@ -203,11 +230,15 @@ def load_network(net_file: Path, additional_files: Iterable[Path] = ()) -> Netwo
         if edge.function == "normal" and edge.src and edge.dst:
             step_fwd[edge.src].append((edge.dst, edge.length))
             step_bwd[edge.dst].append((edge.src, edge.length))
+    successors: dict[str, set[str]] = defaultdict(set)
     for c in root.iter("connection"):
+        src, dst = c.attrib["from"], c.attrib["to"]
+        normal = src in edges and dst in edges and edges[src].function == edges[dst].function == "normal"
+        if normal and c.get("dir") != "t":  # a U-turn does not make a road a fork
+            successors[src].add(dst)
         tl_id = c.get("tl")
         if tl_id is None or "linkIndex" not in c.attrib:
             continue
-        src, dst = c.attrib["from"], c.attrib["to"]
         from_lane, to_lane = f"{src}_{c.attrib['fromLane']}", f"{dst}_{c.attrib['toLane']}"
         src_edge = edges.get(src)
         pedestrian = src_edge is not None and src_edge.function in ("walkingarea", "crossing")
@@ -255,4 +286,11 @@ def load_network(net_file: Path, additional_files: Iterable[Path] = ()) -> Netwo
     if loc is not None and loc.get("convBoundary"):
         x0, y0, x1, y1 = (float(v) for v in loc.attrib["convBoundary"].split(","))
         bounds = (x0, y0, x1, y1)
-    return Network(net_file=net_file, intersections=tuple(intersections), lanes=lanes, bounds=bounds)
+    controlled = {j for i in intersections for j in i.junctions}
+    return Network(
+        net_file=net_file,
+        intersections=tuple(intersections),
+        lanes=lanes,
+        bounds=bounds,
+        feeders=_feeders(edges, successors, controlled),
+    )

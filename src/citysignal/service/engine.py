@@ -60,10 +60,10 @@ from citysignal.scenarios import Scenario
 from citysignal.service.store import EventIn
 from citysignal.twin import DEFAULT_SEED, Observation, ProgramPosition, Twin
 from citysignal.twin.faults import DetectorFaults, FaultSpec
+from citysignal.twin.observation import JAM_SPACING_M
 
 SERVICE_FIELDS = frozenset({"vehicles", "occupancy", "speed"}) | GUARD_FIELDS
 KPI_EVERY_S = 10
-JAM_SPACING_M = 7.5
 PACE_WINDOW_STEPS = 50
 SNAPSHOT_EVERY_S = 5.0
 OverrideMode = Literal["hold", "force", "auto"]

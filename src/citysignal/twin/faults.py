@@ -12,7 +12,7 @@ detector dead before its lane ever saw a vehicle cannot be told from one on an u
 - noisy: every reading times (1 + e), e uniform in +-`NOISE` (the stop-line count by its increments, so it
   still only grows), counts at least 0, occupancy at most 1;
 - chattering: in each step with probability `CHATTER_P` the loop double-triggers: the lane reads a full
-  lane's worth of vehicles more than it holds (length / `VEHICLE_SPACE_M`), occupancy 1, and one spurious
+  lane's worth of vehicles more than it holds (length / `JAM_SPACING_M`), occupancy 1, and one spurious
   stop-line count;
 - mixed: each faulty lane gets one of the four at random.
 
@@ -31,22 +31,21 @@ from numpy.typing import NDArray
 
 from citysignal.errors import UserError
 from citysignal.network.layout import Layout
-from citysignal.twin.observation import Observation
+from citysignal.twin.observation import JAM_SPACING_M, Observation
 
 KINDS = ("stuck", "missing", "noisy", "chattering")
 FAULT_KINDS = (*KINDS, "mixed")
-FAULT_FIELDS = ("vehicles", "halting", "occupancy", "passed", "pending")
+FAULT_FIELDS = ("vehicles", "halting", "occupancy", "passed", "backlog")
 COUNT_FIELDS = ("vehicles", "halting")
 ONSET_FROM_S = 300.0
 ONSET_TO_S = 1200.0
 NOISE = 0.3
 CHATTER_P = 0.5
-VEHICLE_SPACE_M = 7.5  # a standing passenger car and its gap: SUMO's default length 5 m + minGap 2.5 m
 
 
 def lane_capacity(layout: Layout) -> NDArray[np.float64]:
     """Vehicles a lane holds standing, at least one."""
-    return np.maximum(1.0, np.floor(layout.lane_length / VEHICLE_SPACE_M))
+    return np.maximum(1.0, np.floor(layout.lane_length / JAM_SPACING_M))
 
 
 @dataclass(frozen=True)

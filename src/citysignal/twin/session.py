@@ -27,7 +27,7 @@ from citysignal.errors import UserError
 from citysignal.network.layout import Layout
 from citysignal.scenarios import Scenario
 from citysignal.sumo_home import binary
-from citysignal.twin.observation import LANE_FIELDS, Observation, ProgramPosition
+from citysignal.twin.observation import BACKLOG_OFF_MAP_CAP, LANE_FIELDS, Observation, ProgramPosition
 
 DEFAULT_SEED = 23423  # SUMO's own default: a bench run with seed 23423 reproduces a plain `sumo` run
 
@@ -192,31 +192,38 @@ class Twin:
             loop = self._api.inductionloop
             passed[self._passed_rows] = [loop.getIntervalVehicleNumber(d) for d in self._detectors]
             values["passed"] = passed
-        if "pending" in self.fields:
-            values["pending"] = self._pending()
+        if "backlog" in self.fields:
+            values["backlog"] = self._backlog()
         if "box" in self.fields:
             get = lane.getLastStepHaltingNumber
             box = self.layout.box_lanes
             values["box"] = np.fromiter((get(n) for n in box), dtype=float, count=len(box))
         return Observation(time=self.time, phase=phase, time_in_phase=time_in_phase, **values)
 
-    def _pending(self) -> NDArray[np.float64]:
-        pending = np.zeros(len(self.layout.lanes))
-        if not self._api.simulation.getPendingVehicles():  # the usual case: one call, no per-edge reads
-            return pending
-        get = self._api.edge.getPendingVehicles
-        for edge, rows in self._lanes_by_edge.items():
-            waiting = len(get(edge))
-            if waiting:
-                pending[rows] = waiting / len(rows)
-        return pending
+    def _backlog(self) -> NDArray[np.float64]:
+        layout = self.layout
+        halting = self._api.lane.getLastStepHaltingNumber
+        feeders = np.fromiter((halting(n) for n in layout.feed_lanes), dtype=float, count=len(layout.feed_lanes))
+        own = np.zeros(len(layout.lanes))
+        if self._api.simulation.getPendingVehicles():  # else the usual case: one call, no per-edge reads
+            get = self._api.edge.getPendingVehicles
+            for edge, targets in self._rows_by_edge.items():
+                waiting = len(get(edge))
+                for on_layout, rows in targets if waiting else []:
+                    (own if on_layout else feeders)[rows] += np.minimum(waiting / len(rows), BACKLOG_OFF_MAP_CAP)
+        return own + layout.from_feeders(feeders)
 
     @cached_property
-    def _lanes_by_edge(self) -> dict[str, NDArray[np.int64]]:
-        edges: dict[str, list[int]] = {}
-        for row, name in enumerate(self.layout.lanes):
-            edges.setdefault(name.rsplit("_", 1)[0], []).append(row)
-        return {edge: np.array(rows, dtype=np.int64) for edge, rows in edges.items()}
+    def _rows_by_edge(self) -> dict[str, list[tuple[bool, NDArray[np.int64]]]]:
+        """Per edge: its rows among the layout lanes (True) and among the feeder lanes (False)."""
+        out: dict[str, list[tuple[bool, NDArray[np.int64]]]] = {}
+        for on_layout, names in ((True, self.layout.lanes), (False, self.layout.feed_lanes)):
+            rows_of: dict[str, list[int]] = {}
+            for row, name in enumerate(names):
+                rows_of.setdefault(name.rsplit("_", 1)[0], []).append(row)
+            for edge, rows in rows_of.items():
+                out.setdefault(edge, []).append((on_layout, np.array(rows, dtype=np.int64)))
+        return out
 
     def states(self) -> list[str]:
         """The signal state SUMO shows at each intersection (for programs SUMO runs itself)."""
