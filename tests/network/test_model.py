@@ -358,3 +358,28 @@ def test_feeders_are_the_roads_leading_only_to_an_approach() -> None:
     fed = sum(lanes_of[e] for e in net.feeders["10425609#1"])
     assert per_lane[row] == pytest.approx(fed / lanes_of["10425609#1"])
     assert layout.from_feeders(np.zeros(len(layout.feed_lanes))).sum() == 0
+
+
+def test_synthesized_transitions_clear_as_long_as_the_plan_does() -> None:
+    """bologna_joined's UTOPIA plan at 219 starts greens 16, 17, 22, 23 while 3-6 are still yellow (an
+    intergreen under the yellow); the guard cannot show that, so it synthesizes yellow then green, with no
+    all-red the plan never asked for. A hand-over the plan never makes keeps the program's all-red where
+    the pair hard-conflicts."""
+    inter = bundled_network("bologna_joined").by_id["219"]
+    assert inter.all_red_time == 3.0
+    src, dst = 4, 5  # rrrGGGG... -> ...GGg...GGg: the plan's own way shows greens beside conflicting yellows
+    assert inter._program_transition(src, dst) is None
+    assert np.nanmax(inter.intergreen[np.ix_([3, 4, 5, 6], [16, 17, 22, 23])]) < inter.yellow_time
+    steps = inter.transition(src, dst)
+    assert [s.count("y") > 0 for s, _ in steps] == [True]
+    cleared = 0
+    for a in range(len(inter.greens)):
+        for b in range(len(inter.greens)):
+            lost = inter.green_signals[a] & ~inter.green_signals[b]
+            gained = inter.green_signals[b] & ~inter.green_signals[a]
+            never = np.isnan(inter.intergreen[np.ix_(lost, gained)])
+            if (never & inter.hard_conflict[np.ix_(lost, gained)]).any() and inter._program_transition(a, b) is None:
+                assert inter.transition(a, b)[-1] == (inter.transition(a, b)[-1][0], 3.0)
+                assert not any(c in "yY" for c in inter.transition(a, b)[-1][0])
+                cleared += 1
+    assert cleared > 0

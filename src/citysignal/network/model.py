@@ -221,10 +221,51 @@ class Intersection:
             own = self._program_transition(src, dst)  # () is a real answer: the program goes green to green
             if own is None:
                 own = signals.synthesize_transition(
-                    self.greens[src], self.greens[dst], self.yellow_time, self.all_red_time
+                    self.greens[src], self.greens[dst], self.yellow_time, self._clearance(src, dst)
                 )
             self._transitions[key] = own
         return self._transitions[key]
+
+    @cached_property
+    def intergreen(self) -> NDArray[np.float64]:
+        """(signals x signals) the program's shortest time from signal i's green ending to signal j's
+        green starting within one transition (NaN where the program never hands over from i to j).
+
+        The intergreen matrix of signal engineering, read off the plan: a UTOPIA plan starts some
+        greens while conflicting signals are still yellow (an intergreen under the yellow time)."""
+        n = self.n_signals
+        out = np.full((n, n), np.nan)
+        program = self.program
+        green = [signals.green_mask(p.state) for p in program]
+        for k in range(len(program)):
+            lost = green[k - 1] & ~green[k]
+            if not lost.any():
+                continue
+            elapsed, seen = 0.0, green[k - 1].copy()
+            for step in range(len(program)):
+                p = (k + step) % len(program)
+                gained = green[p] & ~seen
+                out[np.ix_(lost, gained)] = np.fmin(out[np.ix_(lost, gained)], elapsed)
+                seen |= green[p]
+                if not signals.is_transitional(program[p].state):
+                    break
+                elapsed += program[p].duration
+        return out
+
+    def _clearance(self, src: int, dst: int) -> float:
+        """All-red after the yellow of a synthesized transition: the longest the program's intergreens
+        ask beyond the yellow for a signal `src` loses and one `dst` gains; for a hard-conflicting pair
+        the program never hands over directly, its all-red (`all_red_time`); otherwise none.
+
+        An all-red after every synthesized yellow cost SUMO's actuated logic on bologna_joined's UTOPIA
+        plans 1.6x (453 s against 285 s on the plans' own transitions). The guard's clearance check still
+        extends an all-red while a vehicle is trapped in the junction."""
+        lost = self.green_signals[src] & ~self.green_signals[dst]
+        gained = self.green_signals[dst] & ~self.green_signals[src]
+        ig = self.intergreen[np.ix_(lost, gained)]
+        need = np.where(np.isnan(ig), np.where(self.hard_conflict[np.ix_(lost, gained)], self.all_red_time, 0.0),
+                        np.maximum(0.0, ig - self.yellow_time))  # fmt: skip
+        return float(need.max(initial=0.0))
 
     def _program_transition(self, src: int, dst: int) -> tuple[tuple[str, float], ...] | None:
         """The program's own way from `src` to `dst`, if it has one and it is legal."""
