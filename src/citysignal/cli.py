@@ -30,6 +30,10 @@ plan_app = typer.Typer(no_args_is_help=True, help="Fixed-time fallback plans (We
 app.add_typer(plan_app, name="plan")
 
 
+MESO_HELP = (
+    "Run the whole race on SUMO's mesoscopic model (faster, coarser); only controllers that need no lane "
+    "readings (fixed, webster, plan:FILE) can run there."
+)
 MAX_SEEDS = 1000  # a bound, so that a typo cannot queue runs without end
 MAX_WORKERS = 256
 FAULTS_HELP = (
@@ -333,6 +337,7 @@ def whatif(
     seed: Annotated[int, typer.Option(help="SUMO seed of the run to T and of every candidate.")] = DEFAULT_SEED,
     policy: Annotated[Path | None, typer.Option(help="Weights (.npz) for the ai controller; default: shipped.")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address; default: local Ray.")] = None,
+    meso: Annotated[bool, typer.Option("--meso", help=MESO_HELP)] = False,
 ) -> None:
     """Fork the city at T and race candidate controllers from the same vehicles for a horizon, best first."""
     import json
@@ -346,8 +351,11 @@ def whatif(
     h = time_option(horizon, "--horizon")
     assert t is not None and h is not None
     names = [c for c in candidates.split(",") if c]
-    check_candidates(names, policy)
-    check_candidates([controller], policy)
+    check_candidates(names, policy, meso)
+    try:
+        check_candidates([controller], policy, meso)
+    except UserError as exc:
+        raise UserError(f"--controller: {exc}") from None
     sc = resolve(scenario)
     load_network(sc.net_file, sc.additional_files)  # a bad net fails here in one line, not inside a worker
     err = Console(stderr=True)
@@ -360,12 +368,13 @@ def whatif(
             finished[job.label] = frac
             progress.update(task, completed=sum(finished.values()), description=job.label)
 
-        result = race(sc, t, h, names, controller, seed, workers, address, policy, on_done=on_done)
+        result = race(sc, t, h, names, controller, seed, workers, address, policy, on_done=on_done, meso=meso)
     rows = result.rows()
     if as_json:
         sys.stdout.write("".join(json.dumps(row) + "\n" for row in rows))
     else:
-        title = f"what-if {sc.name}: fork at {t:g} s under {controller}, {h:g} s horizon, best first"
+        model = ", mesoscopic" if meso else ""
+        title = f"what-if {sc.name}{model}: fork at {t:g} s under {controller}, {h:g} s horizon, best first"
         Console().print(report.rich_table(report.summarize(result.results), title))
         err.print(f"race: {result.race_wall_s:.1f} s from the fork to the last result")
     _note(sc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -113,3 +114,30 @@ def test_cli_bad_time_is_one_line() -> None:
                           text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "--at" in proc.stderr
+
+
+def test_meso_races_from_a_meso_fork() -> None:
+    w = race(resolve("cologne3", 25200, 26400), 25800, 300, ["fixed", "webster"], controller="fixed", workers=1,
+             meso=True)  # fmt: skip
+    assert b'<snapshot type="meso"' in gzip.decompress(w.fork.sumo_state)  # the run to T was mesoscopic too
+    rows = w.rows()
+    assert {row["candidate"] for row in rows} == {"fixed", "webster"} and {row["model"] for row in rows} == {"meso"}
+    for r in w.results:
+        assert r.queue_t[0] == 25800 and r.metrics["arrived"] > 0 and r.metrics["safety_violations"] == 0
+    micro = race(resolve("cologne3", 25200, 26400), 25800, 300, ["fixed"], controller="fixed", workers=1)
+    assert micro.rows()[0]["model"] == "micro"
+    meso_fixed = next(r for r in w.results if r.controller == "fixed")
+    assert micro.results[0].metrics["resco_delay"] != meso_fixed.metrics["resco_delay"]  # another traffic model
+
+
+@pytest.mark.parametrize(("candidates", "controller"), [(["fixed", "maxpressure"], "fixed"), (["fixed"], "ai")])
+def test_meso_refuses_controllers_that_read_lanes(candidates: list[str], controller: str) -> None:
+    with pytest.raises(UserError, match="cannot run under --meso"):
+        race(resolve("cologne1", 25200, 25500), 25200, 60, candidates, controller=controller, workers=1, meso=True)
+
+
+def test_cli_meso_with_the_default_controller_is_one_line() -> None:
+    proc = subprocess.run([*CLI, "whatif", "cologne1", "--at", "7:00:30", "--horizon", "60", "--candidates",
+                           "fixed,webster", "--meso"], capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "--controller: 'ai' cannot run under --meso" in proc.stderr

@@ -93,7 +93,7 @@ def target_on(
 def cases(operation: Operation, target: Target) -> st.SearchStrategy[schemathesis.Case[Operation]]:
     """Valid and invalid requests as schemathesis makes them, and valid ones that name what exists: generated
     intersection ids and controller names are nearly all unknown (404, 422) and would never reach the engine,
-    the safety guard or a controller switch."""
+    the safety guard, a controller switch or a what-if race."""
     made = [operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE)]
     if "{inter_id}" in operation.path:
         made += [operation.as_strategy(GenerationMode.POSITIVE, path_parameters={"inter_id": name})
@@ -104,6 +104,12 @@ def cases(operation: Operation, target: Target) -> st.SearchStrategy[schemathesi
             optional={"intersections": st.lists(st.sampled_from(target.intersections), min_size=1, max_size=4)},
         )
         made.append(st.tuples(made[0], existing).map(lambda pair: replace_body(*pair)))
+    if operation.label == "POST /api/whatif":
+        racing = st.fixed_dictionaries({
+            "candidates": st.lists(st.sampled_from(target.controllers), min_size=1, max_size=3, unique=True),
+            "horizon": st.integers(60, 300),
+        })  # fmt: skip
+        made.append(st.tuples(made[0], racing).map(lambda pair: replace_body(*pair)))
     return st.one_of(made)
 
 

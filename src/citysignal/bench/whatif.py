@@ -17,16 +17,31 @@ horizon is minutes; a plan's periods are usually an hour), and the plan must kee
 that the guard's state still fits (the active period is written to a temporary file on this machine, so on
 a cluster plan candidates need that folder shared with the nodes). SUMO's own programs (`actuated`)
 cannot take over a fork, since SUMO does not keep its program's place once the guard has written states.
+
+Mesoscopic fast path (`meso=True`): the whole race, the run to T included, runs on SUMO's mesoscopic
+model (`--mesosim`, with `--meso-junction-control` so that traffic lights hold vehicles; without it meso
+ignores signals and every candidate would score alike). A meso state cannot be loaded into a microscopic
+run or the other way round, hence the run to T in meso too. What libsumo reads under meso (SUMO 1.28,
+measured): every lane getter (vehicles, halting, occupancy) reads 0, since meso queues vehicles per edge
+segment, not per lane; edge getters and induction loops (`passed`) still count. So only controllers that
+decide without lane readings can race there: `fixed` (reads nothing), `webster` (stop-line detector
+counts) and plan files; any other is refused before anything runs. The guard runs blind to queues there
+(its max-red preemption never fires, its junction-box check sees no vehicle): fixed-time plans serve
+every green each cycle, so nothing starves, but the safety counters only check the sequences it writes.
+The meso config is written next to the plan files, so on a cluster that folder must be shared too.
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from citysignal.bench.cluster import init_ray
 from citysignal.bench.episode import EpisodeResult, Fork, run_episode
@@ -37,6 +52,7 @@ from citysignal.errors import UserError
 from citysignal.network import load_network
 from citysignal.network.parse import read_xml
 from citysignal.scenarios import Scenario
+from citysignal.twin.faults import FaultSpec
 from citysignal.twin.session import DEFAULT_SEED
 
 
@@ -47,19 +63,23 @@ class WhatIf:
     horizon: float
     results: list[EpisodeResult]  # best first
     race_wall_s: float
+    meso: bool = False
 
     def rows(self) -> list[dict[str, object]]:
-        """One row per candidate, best first: the bench row plus candidate, at, horizon and race_wall_s."""
-        head = {"at": self.fork.time, "horizon": self.horizon}
+        """One row per candidate, best first: the bench row plus candidate, at, horizon, model (micro or meso)
+        and race_wall_s."""
+        head = {"at": self.fork.time, "horizon": self.horizon, "model": "meso" if self.meso else "micro"}
         race = {"race_wall_s": round(self.race_wall_s, 3)}
         return [{"candidate": r.controller, **head, **r.row(), **race} for r in self.results]
 
 
 PLAN_PREFIX = "plan:"
+MESO_CONTROLLERS = frozenset({"fixed", "webster"})  # decide without lane readings (see the module doc)
 
 
-def check_candidates(names: Sequence[str], policy: Path | None = None) -> None:
-    """Unknown controllers, SUMO's own programs, missing plans and bad policies fail here, before anything runs."""
+def check_candidates(names: Sequence[str], policy: Path | None = None, meso: bool = False) -> None:
+    """Unknown controllers, SUMO's own programs, missing plans, bad policies and controllers that cannot
+    run under meso fail here, before anything runs."""
     if not names:
         raise UserError("no candidates: give --candidates, e.g. ai,maxpressure,fixed")
     if len(set(names)) != len(names):
@@ -67,8 +87,14 @@ def check_candidates(names: Sequence[str], policy: Path | None = None) -> None:
     for name in names:
         if name.startswith(PLAN_PREFIX):
             read_xml(Path(name.removeprefix(PLAN_PREFIX)), "plan file")
-        elif make_controller(name, policy if name == "ai" else None).sumo_program is not None:
+            continue
+        if make_controller(name, policy if name == "ai" else None).sumo_program is not None:
             raise UserError(f"'{name}' is SUMO's own program and cannot take over a fork; choose guard-driven ones")
+        if meso and name not in MESO_CONTROLLERS:
+            raise UserError(
+                f"'{name}' cannot run under --meso: it decides from lane readings, which SUMO's mesoscopic model "
+                f"leaves at 0; there choose {', '.join(sorted(MESO_CONTROLLERS))} or plan:FILE"
+            )
 
 
 def race(
@@ -83,33 +109,86 @@ def race(
     policy: Path | None = None,
     max_red: float = DEFAULT_MAX_RED_S,
     on_done: Callable[[Job, float], None] | None = None,
+    meso: bool = False,
 ) -> WhatIf:
-    """Run `scenario` to `at` under `controller`, fork, and run every candidate from the fork for `horizon` s."""
+    """Run `scenario` to `at` under `controller`, fork, and run every candidate from the fork for `horizon` s
+    (all of it on SUMO's mesoscopic model with `meso`)."""
     if not scenario.begin <= at < scenario.end:
         raise UserError(f"--at {at:g} is outside the window {scenario.begin:g}-{scenario.end:g} s of {scenario.name}")
     if horizon <= 0 or at + horizon > scenario.end:
         room = scenario.end - at
         raise UserError(f"--horizon {horizon:g} must be > 0 and end by the window's end ({room:g} s after --at)")
-    check_candidates(candidates, policy)
+    check_candidates(candidates, policy, meso)
     if controller.startswith(PLAN_PREFIX):
         raise UserError("--controller runs the city up to the fork: a controller, not a plan")
-    check_candidates([controller], policy)
+    check_candidates([controller], policy, meso)
     if address is not None or (workers > 1 and len(candidates) > 1):
         init_ray(workers, address)
-    window = scenario.with_window(scenario.begin, at + horizon)
-    with tempfile.TemporaryDirectory(prefix="citysignal-whatif-") as tmp:
-        jobs = [_job(window, c, at, seed, max_red, policy, Path(tmp) / f"{i}.xml") for i, c in enumerate(candidates)]
-        lead = run_episode(scenario.with_window(scenario.begin, at), controller, seed, max_red,
+    with tempfile.TemporaryDirectory(prefix="citysignal-whatif-") as tmp_name:
+        tmp = Path(tmp_name)
+        sim = meso_scenario(scenario, tmp) if meso else scenario
+        jobs = candidate_jobs(sim.with_window(sim.begin, at + horizon), candidates, at, seed, max_red, policy, tmp)
+        lead = run_episode(sim.with_window(sim.begin, at), controller, seed, max_red,
                            policy=policy if controller == "ai" else None, keep_fork=True)  # fmt: skip
         assert lead.fork is not None
         forked = time.perf_counter()
         jobs = [replace(j, start=lead.fork) for j in jobs]
         results = run_jobs(jobs, workers=workers, address=address, on_done=on_done)
         race_wall = time.perf_counter() - forked
+    return WhatIf(lead.fork, controller, horizon, rank(candidates, results), race_wall, meso)
+
+
+def fork_of_state(time: float, sumo_state: bytes, guard_state: dict[str, Any], lanes: Collection[str]) -> Fork:
+    """A fork from state saved elsewhere (the service's snapshot of its live twin). The vehicles on `lanes`
+    (the observed ones) are counted from SUMO's state; the lanes digest, which needs halting numbers, is left
+    empty: every candidate reads it at its start (`EpisodeResult.start_lanes`)."""
+    wanted = set(lanes)
+    vehicles = 0
+    for _, elem in ET.iterparse(io.BytesIO(gzip.decompress(sumo_state))):
+        if elem.tag == "lane":
+            if elem.get("id") in wanted:
+                listed = elem.find("vehicles")
+                vehicles += len((listed.get("value") or "").split()) if listed is not None else 0
+            elem.clear()
+    return Fork(time, sumo_state, guard_state, "", vehicles)
+
+
+def candidate_jobs(
+    window: Scenario, candidates: Sequence[str], at: float, seed: int, max_red: float, policy: Path | None,
+    folder: Path, faults: FaultSpec | None = None,
+) -> list[Job]:  # fmt: skip
+    """One job per candidate over `window` (its end is the horizon's), in order; a plan's active period is
+    written to `folder`. The caller sets each job's `start` to the fork."""
+    jobs = [_job(window, c, at, seed, max_red, policy, folder / f"plan{i}.xml") for i, c in enumerate(candidates)]
+    return [replace(j, faults=faults) for j in jobs]
+
+
+def rank(candidates: Sequence[str], results: Sequence[EpisodeResult]) -> list[EpisodeResult]:
+    """The candidates' results (in candidate order) best first: lowest RESCO delay."""
     for name, r in zip(candidates, results, strict=True):
         r.controller = name  # a plan runs as fixed-time: its row names the plan
-    ranked = sorted(results, key=lambda r: r.metrics["resco_delay"])
-    return WhatIf(lead.fork, controller, horizon, ranked, race_wall)
+    return sorted(results, key=lambda r: r.metrics["resco_delay"])
+
+
+def meso_scenario(scenario: Scenario, folder: Path) -> Scenario:
+    """`scenario` on SUMO's mesoscopic model: a copy of its config in `folder` with absolute file names
+    and meso with junction control switched on (the rest of the config is kept)."""
+    root = read_xml(scenario.sumocfg, "SUMO config")
+    files = {"net-file": (scenario.net_file,), "route-files": scenario.route_files,
+             "additional-files": scenario.additional_files}  # fmt: skip
+    for key, paths in files.items():
+        for elem in root.iter(key):
+            elem.set("value", ",".join(str(p.resolve()) for p in paths))
+    for key in ("mesosim", "meso-junction-control"):
+        for elem in list(root.iter(key)):
+            elem.set("value", "true")
+        if next(root.iter(key), None) is None:
+            section = root.find("mesoscopic")
+            section = ET.SubElement(root, "mesoscopic") if section is None else section
+            ET.SubElement(section, key, value="true")
+    out = folder / f"{scenario.sumocfg.stem}.meso.sumocfg"
+    ET.ElementTree(root).write(out, encoding="unicode")
+    return replace(scenario, sumocfg=out)
 
 
 def _job(window: Scenario, name: str, at: float, seed: int, max_red: float, policy: Path | None, tmp: Path) -> Job:

@@ -38,6 +38,7 @@ from citysignal.errors import UserError
 from citysignal.service.context import Service
 from citysignal.service.hub import Hub
 from citysignal.service.routes import router, state_payload
+from citysignal.service.whatif import WhatIfRunner
 
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -66,6 +67,7 @@ def create_app(service: Service) -> FastAPI:
     if not (docs_assets / "swagger-ui-bundle.js").is_file():
         raise UserError(f"Swagger UI assets missing in {docs_assets} (reinstall swagger-ui-bundle-v2)")
     hub = Hub(lambda: state_payload(service))
+    whatif = WhatIfRunner(service)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -77,6 +79,7 @@ def create_app(service: Service) -> FastAPI:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await anyio.to_thread.run_sync(whatif.stop)
             await anyio.to_thread.run_sync(service.stop)
 
     app = FastAPI(
@@ -92,6 +95,7 @@ def create_app(service: Service) -> FastAPI:
     )
     app.state.service = service
     app.state.hub = hub
+    app.state.whatif = whatif
     app.add_middleware(
         CORSMiddleware,
         allow_origins=service.settings.allowed_origins(),

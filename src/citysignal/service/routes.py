@@ -7,6 +7,13 @@ controller switches are rate-limited per user (deps.enforce_rate); handing an in
 `AUDIT_IDS` intersection ids of a switch (and how many more), an error message cut to `AUDIT_TEXT`.
 Query ids are bounded to SQL's 64-bit integers, so no number the database cannot hold reaches it.
 
+What-if (`service.whatif`): `POST /api/whatif` (operator; it takes a token of the controller-switch rate
+limit) forks the live twin and starts a race, audited as `whatif` before the 202 answer, whose audit id is
+the race's id; `GET /api/whatif?race=ID` polls it (progress, then the ranked rows and queue curves), and the
+race's end is audited by the system (`whatif_done`, with the ranking). Deploying a candidate is the
+ordinary controller switch (city-wide: admin), through the guard; naming the race (`whatif`) puts it in
+the switch's audit row, and a race that did not finish, or did not run that controller, is refused (422).
+
 WebSocket `/api/ws`: browsers cannot set headers on a WebSocket, so the client's first message is
 `{"token": "..."}` (empty when reads are open); then the server sends `{"type": "hello"}` and one
 `{"type": "state"}` frame per second (`seq` and `sent_at` first, so a client can read them without
@@ -22,7 +29,7 @@ import json
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, Path, Query, Response, WebSocket
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, WebSocket
 from numpy.typing import NDArray
 from starlette.websockets import WebSocketDisconnect
 
@@ -40,8 +47,17 @@ from citysignal.service.deps import (
 )
 from citysignal.service.engine import CommandError
 from citysignal.service.hub import Hub
-from citysignal.service.schemas import ActionResult, ControllerRequest, Health, IntersectionId, Me, OverrideRequest
+from citysignal.service.schemas import (
+    ActionResult,
+    ControllerRequest,
+    Health,
+    IntersectionId,
+    Me,
+    OverrideRequest,
+    WhatIfRequest,
+)
 from citysignal.service.security import ANONYMOUS
+from citysignal.service.whatif import WhatIfRunner
 
 WS_AUTH_TIMEOUT_S = 5.0
 MAX_ID = 2**63 - 1  # the largest id a SQL BIGINT (and SQLite's INTEGER) holds
@@ -56,6 +72,14 @@ ACTION_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown intersection"},
     409: {"description": "The intersection cannot take this now"},
     422: {"description": "Invalid body (or a green / controller that does not exist)"},
+    413: {"description": "Body over 64 KiB"},
+    429: {"description": "Too many requests of this kind; see Retry-After"},
+    503: {"description": "The twin is not running"},
+}
+WHATIF_ERRORS: dict[int | str, dict[str, Any]] = {
+    **AUTH_ERRORS,
+    409: {"description": "A race is running, no snapshot of this episode yet, or the horizon passes its end"},
+    422: {"description": "Invalid body, or a candidate the service does not offer"},
     413: {"description": "Body over 64 KiB"},
     429: {"description": "Too many requests of this kind; see Retry-After"},
     503: {"description": "The twin is not running"},
@@ -190,17 +214,23 @@ def override(
 
 @router.post("/controller", response_model=ActionResult, tags=["operator"], responses=ACTION_ERRORS,
              summary="Switch the controller of some intersections (operator) or city-wide (admin)")  # fmt: skip
-def switch_controller(body: ControllerRequest, who: ControllerActor, service: ServiceDep) -> ActionResult:
+def switch_controller(
+    body: ControllerRequest, who: ControllerActor, service: ServiceDep, request: Request
+) -> ActionResult:
     ids = body.intersections
     target = "city" if ids is None else ",".join(ids)
     asked: dict[str, Any] = {"controller": body.controller, "intersections": None if ids is None else ids[:AUDIT_IDS]}
     if ids is not None and len(ids) > AUDIT_IDS:
         asked["more_intersections"] = len(ids) - AUDIT_IDS
+    if body.whatif is not None:
+        asked["whatif"] = body.whatif
     enforce_rate(service, who, "controller", "controller_switch", target, asked)
     if ids is None and who.role < Role.admin:
         record(service, who, "controller_switch", target, "forbidden", asked)
         raise HTTPException(403, "switching the whole city needs the admin role")
     try:
+        if body.whatif is not None:
+            _check_deploy(request.app.state.whatif, body.whatif, body.controller)
         res = service.engine.switch_controller(body.controller, ids, who.name)
     except CommandError as exc:
         record(service, who, "controller_switch", target, "refused", {**asked, "error": exc.message[:AUDIT_TEXT]})
@@ -209,6 +239,48 @@ def switch_controller(body: ControllerRequest, who: ControllerActor, service: Se
     event_id = record(service, who, "controller_switch", target, res["result"], detail)
     return ActionResult(event_id=event_id, action="controller_switch", target=target[:128], result=res["result"],
                         detail=detail)  # fmt: skip
+
+
+def _check_deploy(runner: WhatIfRunner, race_id: int, controller: str) -> None:
+    """A switch that names a what-if race deploys one of its candidates, once the race has finished."""
+    race = runner.get(race_id)
+    if race is None:
+        raise CommandError(422, f"no what-if race {race_id} in this run")
+    if race.status != "done":
+        raise CommandError(422, f"what-if race {race_id} is {race.status}: nothing to deploy")
+    if controller not in race.candidates:
+        raise CommandError(422, f"'{controller}' did not run in what-if race {race_id}")
+
+
+@router.post("/whatif", response_model=ActionResult, status_code=202, tags=["what-if"], responses=WHATIF_ERRORS,
+             summary="Fork the live twin now and race candidate controllers (poll GET /whatif?race=ID)")  # fmt: skip
+def start_whatif(body: WhatIfRequest, who: ControllerActor, service: ServiceDep, request: Request) -> ActionResult:
+    runner: WhatIfRunner = request.app.state.whatif
+    asked: dict[str, Any] = {"candidates": body.candidates, "horizon": body.horizon}
+    enforce_rate(service, who, "controller", "whatif", "city", asked)
+    try:
+        race = runner.prepare(body.candidates, float(body.horizon))
+    except CommandError as exc:
+        record(service, who, "whatif", "city", "refused", {**asked, "error": exc.message[:AUDIT_TEXT]})
+        raise HTTPException(exc.status, exc.message[:AUDIT_TEXT]) from None
+    detail = {**asked, "live_time": race.live_time, "episode": race.episode}
+    try:
+        event_id = record(service, who, "whatif", "city", "started", detail)
+    except BaseException:
+        runner.release()
+        raise
+    runner.launch(race, event_id, who.name)
+    return ActionResult(event_id=event_id, action="whatif", target="city", result="started",
+                        detail={**detail, "race": event_id})  # fmt: skip
+
+
+@router.get("/whatif", tags=["what-if"], responses=AUTH_ERRORS,
+            summary="What-if races of this run, newest first: progress, then ranked rows and queue curves")  # fmt: skip
+def whatif_races(
+    _: Reader, request: Request, race: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None
+) -> list[dict[str, Any]]:
+    runner: WhatIfRunner = request.app.state.whatif
+    return [r.public() for r in runner.races() if race is None or r.id == race]
 
 
 @router.websocket("/ws")

@@ -28,15 +28,36 @@ class OverrideRequest(BaseModel):
         return self
 
 
+ControllerName = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z0-9_]+$")]
+
+
 class ControllerRequest(BaseModel):
     """Switch the controller of some intersections (operator) or of the whole city (admin)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    controller: str = Field(min_length=1, max_length=32, pattern=r"^[a-z0-9_]+$")
+    controller: ControllerName
     intersections: list[IntersectionId] | None = Field(
         default=None, min_length=1, max_length=10000, description="Intersection ids; omit for city-wide (admin)."
     )
+    whatif: int | None = Field(default=None, ge=1, le=2**63 - 1, description="The what-if race whose candidate "
+                               "this switch deploys (a finished race of this run), for the audit log.")  # fmt: skip
+
+
+class WhatIfRequest(BaseModel):
+    """Fork the live twin now and race candidate controllers, city-wide, over a horizon."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidates: list[ControllerName] = Field(min_length=1, max_length=8, description="Controllers to race "
+                                             "(those the service offers, see /api/info).")  # fmt: skip
+    horizon: int = Field(ge=60, le=3600, description="Simulated seconds each candidate runs from the fork.")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> WhatIfRequest:
+        if len(set(self.candidates)) != len(self.candidates):
+            raise ValueError("a candidate is named twice")
+        return self
 
 
 class ActionResult(BaseModel):

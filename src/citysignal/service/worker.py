@@ -572,3 +572,8 @@ class EngineProcess:
         self.intersection_index(inter_id)
         result: dict[str, Any] = self._call("detail", inter_id)
         return result
+
+    def latest_snapshot(self) -> Snapshot | None:
+        """The twin's latest snapshot (at most `SNAPSHOT_EVERY_S` of wall time old while it runs): what-if
+        races fork the live city from it."""
+        return self._snapshot
