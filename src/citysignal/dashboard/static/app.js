@@ -15,6 +15,7 @@ const S = {
   ws: null, wsRetry: 0,
   view: { cx: 0, cy: 0, scale: 1, fitted: false },
   lanesDrawn: 0,
+  race: null, racePolling: false,
 };
 
 const $ = (id) => document.getElementById(id);
@@ -82,6 +83,7 @@ function applyRole() {
     b.title = rank < 3 ? "needs the admin role" : "";
   }
   if (S.detail) renderDetail();
+  renderRace();
 }
 
 async function signIn(token) {
@@ -124,6 +126,8 @@ async function boot() {
   await refreshKpis();
   drawCharts();
   await refreshEvents(true);
+  setupWhatIf();
+  await loadRaces();
   connect();
 }
 
@@ -155,6 +159,10 @@ function wireUi() {
   $("btn-auto").addEventListener("click", () => override("auto"));
   $("btn-inter-controller").addEventListener("click", () => switchController($("inter-controller").value, [S.selected]));
   $("btn-city-controller").addEventListener("click", () => switchController($("city-select").value, null));
+  $("btn-whatif").addEventListener("click", startWhatIf);
+  $("btn-whatif-deploy").addEventListener("click", () => {
+    if (S.race && S.race.status === "done") switchController(S.race.winner, null, S.race.id);
+  });
   $("log-filter").addEventListener("change", renderLog);
   $("zoom-in").addEventListener("click", () => zoomAt(1.5));
   $("zoom-out").addEventListener("click", () => zoomAt(1 / 1.5));
@@ -486,10 +494,14 @@ async function override(mode, green) {
   refreshDetail();
 }
 
-async function switchController(name, intersections) {
+// `whatif`: the race whose candidate this deploys (recorded with the switch)
+async function switchController(name, intersections, whatif) {
+  const body = { controller: name, intersections };
+  if (whatif) body.whatif = whatif;
   try {
-    const r = await api("/api/controller", { method: "POST", body: JSON.stringify({ controller: name, intersections }) });
-    toast(`${name} now runs ${r.detail.intersections} intersection(s) (audit #${r.event_id})`);
+    const r = await api("/api/controller", { method: "POST", body: JSON.stringify(body) });
+    const from = whatif ? ` from what-if race ${whatif}` : "";
+    toast(`${name} now runs ${r.detail.intersections} intersection(s)${from} (audit #${r.event_id})`);
   } catch (e) {
     toast(`controller switch refused — ${e.message}`, true);
   }
@@ -537,7 +549,9 @@ function niceMax(v) {
   return 10 * p;
 }
 
-function drawChart(canvas, series, label, color, fmt) {
+// lines: [{ name, color, points: [{ t, v, run, ep }] }]; a new run or episode starts a new stretch of a line.
+// xfmt writes the time axis's ends; with several lines their names are the legend.
+function drawChart(canvas, lines, label, fmt, xfmt) {
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth, h = canvas.clientHeight;
   canvas.width = Math.round(w * dpr);
@@ -550,10 +564,13 @@ function drawChart(canvas, series, label, color, fmt) {
   g.font = "11px system-ui, sans-serif";
   g.fillStyle = "#8b98a8";
   g.fillText(label, left, 11);
-  canvas.dataset.points = String(series.length);
-  if (series.length === 0) { g.fillText("no samples yet", left, top + ph / 2); return; }
-  const vmax = niceMax(Math.max(...series.map((p) => p.v)));
-  const t0 = series[0].t, t1 = Math.max(series[series.length - 1].t, t0 + 1);
+  const all = lines.flatMap((line) => line.points);
+  canvas.dataset.points = String(all.length);
+  canvas.dataset.lines = String(lines.filter((line) => line.points.length).length);
+  if (all.length === 0) { g.fillText("no samples yet", left, top + ph / 2); return; }
+  const vmax = niceMax(Math.max(...all.map((p) => p.v)));
+  const t0 = Math.min(...all.map((p) => p.t));
+  const t1 = Math.max(...all.map((p) => p.t), t0 + 1);
   g.strokeStyle = "#2a3441";
   g.lineWidth = 1;
   for (let i = 0; i <= 2; i++) {
@@ -561,34 +578,158 @@ function drawChart(canvas, series, label, color, fmt) {
     g.beginPath(); g.moveTo(left, y); g.lineTo(left + pw, y); g.stroke();
     g.fillText(fmt(vmax * (1 - i / 2)), left + pw + 4, y + 4);
   }
-  g.strokeStyle = color;
   g.lineWidth = 1.8;
-  g.beginPath();
-  let prev = null;
-  for (const p of series) {
-    const x = left + ((p.t - t0) / (t1 - t0)) * pw;
-    const y = top + ph - (p.v / vmax) * ph;
-    // a new run or episode starts a new line
-    if (!prev || p.run !== prev.run || p.ep !== prev.ep) g.moveTo(x, y); else g.lineTo(x, y);
-    prev = p;
+  for (const line of lines) {
+    g.strokeStyle = line.color;
+    g.beginPath();
+    let prev = null;
+    for (const p of line.points) {
+      const x = left + ((p.t - t0) / (t1 - t0)) * pw;
+      const y = top + ph - (p.v / vmax) * ph;
+      if (!prev || p.run !== prev.run || p.ep !== prev.ep) g.moveTo(x, y); else g.lineTo(x, y);
+      prev = p;
+    }
+    g.stroke();
   }
-  g.stroke();
-  const last = series[series.length - 1];
-  g.fillStyle = color;
-  g.fillText(fmt(last.v), left + pw - 40, 11);
+  if (lines.length === 1) {
+    const pts = lines[0].points;
+    g.fillStyle = lines[0].color;
+    g.fillText(fmt(pts[pts.length - 1].v), left + pw - 40, 11);
+  } else {
+    let x = left + pw;
+    for (const line of [...lines].reverse()) {
+      x -= g.measureText(line.name).width + 10;
+      g.fillStyle = line.color;
+      g.fillText(line.name, x, 11);
+    }
+  }
   g.fillStyle = "#8b98a8";
-  const clock = (t) => new Date(t * 1000).toLocaleTimeString();
-  g.fillText(clock(t0), left, h - 3);
-  const endLabel = clock(t1);
+  g.fillText(xfmt(t0), left, h - 3);
+  const endLabel = xfmt(t1);
   g.fillText(endLabel, left + pw - g.measureText(endLabel).width, h - 3);
 }
 
 function drawCharts() {
   const pts = (key, scale) => S.samples.map((s) => ({ t: s.at, v: s[key] * scale, run: s.run_id, ep: s.episode }));
-  drawChart($("chart-queue"), pts("halting", 1), "Queued vehicles (every 10 s simulated)", "#f2b134",
-    (v) => String(Math.round(v)));
-  drawChart($("chart-speed"), pts("mean_speed", 3.6), "Mean speed on approaches, km/h", "#4ea1ff",
-    (v) => v.toFixed(0));
+  const wall = (t) => new Date(t * 1000).toLocaleTimeString();
+  drawChart($("chart-queue"), [{ color: "#f2b134", points: pts("halting", 1) }],
+    "Queued vehicles (every 10 s simulated)", (v) => String(Math.round(v)), wall);
+  drawChart($("chart-speed"), [{ color: "#4ea1ff", points: pts("mean_speed", 3.6) }],
+    "Mean speed on approaches, km/h", (v) => v.toFixed(0), wall);
+  drawRaceChart();
+}
+
+// ---------------------------------------------------------------- what-if race
+// An operator forks the live city and races controllers from the same vehicles (POST /api/whatif); the page
+// polls the race (GET /api/whatif?race=ID) for its progress, then shows the ranked KPIs and queue curves.
+const CANDIDATE_COLORS = ["#4ea1ff", "#f2b134", "#2fbf71", "#b07cff", "#e5484d", "#5fd3d3", "#ff8fb1", "#c8c8c8"];
+const RACE_COLUMNS = [["resco_delay", 1], ["mean_waiting", 1], ["p95_waiting", 0], ["max_waiting", 0],
+  ["arrived", 0], ["not_inserted", 0], ["safety_violations", 0]];
+const racing = (race) => !!race && (race.status === "forking" || race.status === "running");
+
+function setupWhatIf() {
+  const wanted = new Set([S.info.controller, "maxpressure", "fixed"]);
+  $("whatif-candidates").replaceChildren(...S.info.controllers.map((c) => {
+    const box = el("input", { type: "checkbox", value: c, id: "whatif-c-" + c });
+    box.checked = wanted.has(c);
+    return el("label", { for: "whatif-c-" + c }, box, " " + c);
+  }));
+}
+
+async function loadRaces() {
+  try {
+    const races = await api("/api/whatif");
+    if (races.length) { S.race = races[0]; renderRace(); pollRace(); }
+  } catch (e) {
+    if (e.status === 401) showLogin("please sign in");
+  }
+}
+
+async function startWhatIf() {
+  const candidates = [...document.querySelectorAll("#whatif-candidates input:checked")].map((b) => b.value);
+  const horizon = Number($("whatif-horizon").value);
+  try {
+    const r = await api("/api/whatif", { method: "POST", body: JSON.stringify({ candidates, horizon }) });
+    toast(`what-if race ${r.detail.race} started (audit #${r.event_id})`);
+    S.race = { id: r.detail.race, status: "forking", candidates, horizon, progress: {}, fraction: 0, rows: [] };
+    renderRace();
+    pollRace();
+  } catch (e) {
+    toast(`what-if refused — ${e.message}`, true);
+  }
+  refreshEvents(false);
+}
+
+async function pollRace() {
+  if (S.racePolling) return;
+  S.racePolling = true;
+  try {
+    while (racing(S.race)) {
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      const found = await api(`/api/whatif?race=${S.race.id}`);
+      if (found.length) { S.race = found[0]; renderRace(); }
+    }
+  } catch (e) {
+    if (e.status === 401) showLogin("please sign in");
+  } finally {
+    S.racePolling = false;
+  }
+  refreshEvents(false);
+}
+
+function raceStatus(race) {
+  const pct = Math.round(100 * (race.fraction || 0));
+  if (race.status === "forking") return "forking: waiting for the twin's next snapshot…";
+  if (race.status === "running") {
+    return `racing ${race.candidates.join(", ")} from ${fmtClock(race.at)} (${race.vehicles} vehicles on the ` +
+      `approaches) for ${race.horizon} s: ${pct} %`;
+  }
+  if (race.status === "failed") return `race ${race.id} failed: ${race.error}`;
+  return `${race.winner} is best over ${race.horizon} s from ${fmtClock(race.at)} (asked at ` +
+    `${fmtClock(race.live_time)} by ${race.actor}); race ${race.race_wall_s.toFixed(1)} s`;
+}
+
+function renderRace() {
+  const race = S.race;
+  const rank = S.me ? ROLE_RANK[S.me.role] : 0;
+  $("btn-whatif").disabled = rank < 2 || racing(race);
+  $("whatif-run").hidden = !race;
+  if (!race) return;
+  const panel = $("whatif-panel");
+  panel.dataset.race = String(race.id);
+  panel.dataset.status = race.status;
+  panel.dataset.progress = String(race.fraction || 0);
+  $("whatif-note").textContent = `race ${race.id}`;
+  $("whatif-status").textContent = raceStatus(race);
+  $("whatif-bar").style.width = `${100 * (race.status === "done" ? 1 : race.fraction || 0)}%`;
+  const done = race.status === "done";
+  $("whatif-result").hidden = !done;
+  if (!done) return;
+  const color = (name) => CANDIDATE_COLORS[race.candidates.indexOf(name) % CANDIDATE_COLORS.length];
+  $("whatif-body").replaceChildren(...race.rows.map((row, i) => {
+    const swatch = el("span", { class: "swatch" });
+    swatch.style.background = color(row.candidate);
+    return el("tr", { class: i === 0 ? "best" : "", "data-candidate": row.candidate },
+      el("td", {}, swatch, row.candidate),
+      ...RACE_COLUMNS.map(([key, digits]) => el("td", { text: Number(row[key]).toFixed(digits) })));
+  }));
+  const deploy = $("btn-whatif-deploy");
+  deploy.textContent = `Deploy ${race.winner} city-wide`;
+  deploy.disabled = rank < 3;
+  deploy.title = rank < 3 ? "needs the admin role (a city-wide switch)"
+    : `switch the city to ${race.winner}, through the safety guard`;
+  drawRaceChart();
+}
+
+function drawRaceChart() {
+  const race = S.race;
+  if (!race || race.status !== "done" || $("whatif-result").hidden) return;
+  const lines = race.rows.map((row) => ({
+    name: row.candidate,
+    color: CANDIDATE_COLORS[race.candidates.indexOf(row.candidate) % CANDIDATE_COLORS.length],
+    points: race.curves[row.candidate].t.map((t, i) => ({ t, v: race.curves[row.candidate].queue[i] })),
+  }));
+  drawChart($("whatif-chart"), lines, "Queued vehicles per candidate", (v) => String(Math.round(v)), fmtClock);
 }
 
 // ---------------------------------------------------------------- audit log
