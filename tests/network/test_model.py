@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import shutil
 import subprocess
@@ -18,6 +17,7 @@ from citysignal.errors import UserError
 from citysignal.network import load_network, signals
 from citysignal.network.plans import ACTUATED_PROGRAM_ID, write_actuated
 from citysignal.sumo_home import binary
+from citysignal.xmlfile import open_xml
 
 EXPECTED_TLS = {
     "arterial4x4": 16,
@@ -285,7 +285,7 @@ def test_truncated_gz_net_is_a_user_error_naming_the_file(tmp_path, scenario_of)
 
 
 def test_truncated_xml_net_is_a_user_error_naming_the_file(tmp_path, scenario_of) -> None:
-    with gzip.open(scenario_of("cologne1").net_file, "rb") as fh:
+    with open_xml(scenario_of("cologne1").net_file) as fh:
         text = fh.read()
     broken = tmp_path / "broken.net.xml"
     broken.write_bytes(text[: len(text) // 3])

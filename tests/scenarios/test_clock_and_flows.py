@@ -6,7 +6,6 @@ window checks, `demand_summary` and the plans' movement flows see the demand SUM
 
 from __future__ import annotations
 
-import gzip
 import math
 import subprocess
 import xml.etree.ElementTree as ET
@@ -24,6 +23,7 @@ from citysignal.scenarios import demand_summary, load_sumocfg, resolve
 from citysignal.scenarios.demand import departures, parse_time, route_elements
 from citysignal.scenarios.profiles import get_profile, reshape
 from citysignal.sumo_home import binary
+from citysignal.xmlfile import open_xml
 
 RANDOM_FLOWS = ("prob", "exp")
 
@@ -172,7 +172,7 @@ def test_plans_see_flows_that_duarouter_routes(tmp_path: Path) -> None:
 def test_profiles_reshape_flow_only_demand(tmp_path: Path) -> None:
     base = resolve(str(write_sumocfg(tmp_path, CLOCK_FLOWS, "15:00:00", "16:00:00")))
     sc = reshape(base, get_profile("flat"), tmp_path / "out", 57600, 59400, peak_factor=1.0, seed=1)
-    with gzip.open(sc.route_files[0]) as fh:
+    with open_xml(sc.route_files[0]) as fh:
         root = ET.parse(fh).getroot()
     moved = [e for e in root if e.tag in ("vehicle", "trip")]
     assert not root.findall("flow")

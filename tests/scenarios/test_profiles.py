@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 from citysignal.errors import UserError
 from citysignal.scenarios import demand_summary, resolve
 from citysignal.scenarios.profiles import HOUR, get_profile, reshape
+from citysignal.xmlfile import open_xml
 
 
 def test_evening_peak_shape() -> None:
@@ -26,7 +26,7 @@ def test_evening_peak_shape() -> None:
 def test_reshape_follows_the_profile_and_keeps_trips(tmp_path: Path) -> None:
     base = resolve("grid4x4")
     sc = reshape(base, get_profile("evening-peak"), tmp_path, 16 * HOUR, 19.5 * HOUR, peak_factor=2.0, seed=3)
-    with gzip.open(sc.route_files[0]) as fh:
+    with open_xml(sc.route_files[0]) as fh:
         vehicles = [v for v in ET.parse(fh).getroot() if v.tag == "vehicle"]
     departs = np.array([float(v.get("depart", 0)) for v in vehicles])
     assert np.all(np.diff(departs) >= 0) and departs.min() >= 16 * HOUR and departs.max() < 19.5 * HOUR
@@ -36,7 +36,7 @@ def test_reshape_follows_the_profile_and_keeps_trips(tmp_path: Path) -> None:
     peak = ((departs >= 17 * HOUR) & (departs < 18.5 * HOUR)).sum() / 1.5
     shoulder = ((departs >= 16 * HOUR) & (departs < 16.5 * HOUR)).sum() / 0.5
     assert peak / per_hour == pytest.approx(1.0, rel=0.1) and shoulder < 0.6 * peak
-    with gzip.open(base.route_files[0]) as fh:
+    with open_xml(base.route_files[0]) as fh:
         base_routes = {v.find("route").get("edges") for v in ET.parse(fh).getroot().iter("vehicle")}  # type: ignore[union-attr]
     assert all(v.find("route").get("edges") in base_routes for v in vehicles[:200])  # type: ignore[union-attr]
     assert demand_summary(sc)[2] == len(vehicles)

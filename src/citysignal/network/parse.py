@@ -21,7 +21,6 @@ What is read, and why:
 
 from __future__ import annotations
 
-import gzip
 import xml.etree.ElementTree as ET
 from collections import defaultdict, deque
 from collections.abc import Iterable
@@ -34,6 +33,7 @@ from numpy.typing import NDArray
 from citysignal.errors import UserError
 from citysignal.network import signals
 from citysignal.network.model import Intersection, Lane, Movement, Network, ProgramPhase
+from citysignal.xmlfile import open_xml
 
 NEIGHBOUR_RANGE_M = 1000.0
 FEEDER_RANGE_M = 300.0
@@ -44,8 +44,7 @@ def read_xml(path: Path, what: str) -> ET.Element:
     if not path.is_file():
         raise UserError(f"{what} not found: {path}")
     try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rb") as fh:
+        with open_xml(path) as fh:
             return ET.parse(fh).getroot()
     except (ET.ParseError, OSError, EOFError) as exc:
         raise UserError(f"corrupt {what} {path}: {exc}") from exc

@@ -37,8 +37,9 @@ from citysignal.errors import UserError
 from citysignal.network.layout import Layout
 from citysignal.network.model import Intersection, Network
 from citysignal.scenarios import Scenario
-from citysignal.scenarios.demand import DEMAND_TAGS, departures, open_xml, route_elements
+from citysignal.scenarios.demand import DEMAND_TAGS, departures, route_elements
 from citysignal.sumo_home import binary
+from citysignal.xmlfile import open_xml
 
 
 @dataclass

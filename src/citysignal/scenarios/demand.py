@@ -13,8 +13,6 @@ ends (the scenario's end here), or until `number` departures when a rate is give
 
 from __future__ import annotations
 
-import gzip
-import io
 import math
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -24,6 +22,7 @@ from pathlib import Path
 from sumolib.miscutils import SPECIAL_TIME_STRINGS, parseTime
 
 from citysignal.errors import UserError
+from citysignal.xmlfile import open_xml
 
 VEHICLE_TAGS = ("vehicle", "trip", "person")
 FLOW_TAGS = ("flow", "personFlow")
@@ -148,13 +147,6 @@ def departures(elem: ET.Element, where: str, sim_end: float) -> Departures | Non
     span = max((sim_end if end is None else end) - begin, 0.0)
     count = span / period if random else float(math.ceil(span / period - _EPS))
     return Departures(begin, period, count if number is None else min(count, number), random)
-
-
-def open_xml(path: Path) -> io.BufferedIOBase:
-    """A plain or gzipped file for reading, told apart by content (not by name), as SUMO does."""
-    with path.open("rb") as raw:
-        gzipped = raw.read(2) == b"\x1f\x8b"
-    return gzip.open(path, "rb") if gzipped else path.open("rb")
 
 
 def _open(path: Path) -> Iterator[ET.Element]:

@@ -26,8 +26,9 @@ from pathlib import Path
 import numpy as np
 
 from citysignal.errors import UserError
-from citysignal.scenarios.demand import FLOW_TAGS, VEHICLE_TAGS, departures, open_xml
+from citysignal.scenarios.demand import FLOW_TAGS, VEHICLE_TAGS, departures
 from citysignal.scenarios.registry import Scenario, load_sumocfg
+from citysignal.xmlfile import open_xml
 
 HOUR = 3600.0
 FLOW_ONLY = ("begin", "end", "number", "period", "vehsPerHour", "perHour", "probability")
