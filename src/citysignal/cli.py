@@ -268,7 +268,7 @@ def import_osm(
     seed: Annotated[int, typer.Option(help="Seed of the synthetic demand.")] = 0,
 ) -> None:
     """Import a city from OSM (netconvert) with synthetic demand under a profile, ready for bench/demo/serve."""
-    from citysignal.network.osm import import_osm as build
+    from citysignal.scenarios.osm import import_osm as build
     from citysignal.scenarios.profiles import get_profile
 
     shape = get_profile(name)

@@ -6,13 +6,12 @@ signals on straight roads dropped, ramps and roundabouts guessed, only roads for
 isolated bits removed. Demand is synthetic: `randomTrips.py` draws trips between edges (origins
 weighted towards the fringe, as through traffic enters from outside) at `density` vehicles per hour
 per km of road, routed by duarouter, then reshaped to the time-of-day profile
-(`scenarios.profiles`). Without counts there is no calibration: the result is a plausible load,
+(`profiles`). Without counts there is no calibration: the result is a plausible load,
 not the city's real demand (use routeSampler with counts for that).
 """
 
 from __future__ import annotations
 
-import gzip
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from citysignal.scenarios.profiles import DemandProfile
 from citysignal.scenarios.registry import Scenario
 from citysignal.scenarios.synthetic import random_demand, run_tool
 from citysignal.sumo_home import binary
+from citysignal.xmlfile import open_xml
 
 NETCONVERT_OPTIONS = (
     "--geometry.remove", "--ramps.guess", "--roundabouts.guess",
@@ -34,10 +34,9 @@ NETCONVERT_OPTIONS = (
 def _check_osm(osm: Path) -> None:
     if not osm.is_file():
         raise UserError(f"OSM file not found: {osm}")
-    opener = gzip.open if osm.suffix == ".gz" else open
     roads = 0
     try:
-        with opener(osm, "rb") as fh:
+        with open_xml(osm) as fh:
             for _, elem in ET.iterparse(fh):
                 if elem.tag == "tag" and elem.get("k") == "highway":
                     roads += 1

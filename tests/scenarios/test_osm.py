@@ -41,7 +41,7 @@ def _one_line_error(proc: subprocess.CompletedProcess[str], fragment: str) -> No
     ("content", "fragment"),
     [
         ('<osm version="0.6"><node id="1" lat="0" lon="0"/></osm>', "no roads"),
-        ("<osm version=\"0.6\"><node id=\"1\" lat=", "corrupt OSM file"),
+        ('<osm version="0.6"><node id="1" lat=', "corrupt OSM file"),
     ],
 )
 def test_bad_osm(tmp_path: Path, content: str, fragment: str) -> None:
