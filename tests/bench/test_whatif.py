@@ -13,8 +13,10 @@ import pytest
 
 from citysignal.bench.episode import run_episode
 from citysignal.bench.metrics import METRIC_KEYS
-from citysignal.bench.whatif import _plan_at, race
+from citysignal.bench.whatif import _plan_at, fork_of_state, race
 from citysignal.errors import UserError
+from citysignal.network import load_network
+from citysignal.network.layout import Layout
 from citysignal.scenarios import resolve
 
 CLI = [sys.executable, "-m", "citysignal"]
@@ -39,6 +41,15 @@ def test_candidates_start_from_the_forks_vehicles() -> None:
         assert {"candidate", "at", "horizon", "race_wall_s", *METRIC_KEYS} <= set(row)
         assert row["at"] == 25800 and row["horizon"] == 300
     assert rows[0]["race_wall_s"] >= sum(float(row["wall_s"]) for row in rows)  # one after the other here
+
+
+def test_a_fork_of_saved_state_counts_the_vehicles_the_twin_observed() -> None:
+    sc = resolve("cologne3", 25200, 25800)
+    lead = run_episode(sc, "maxpressure", 23423, keep_fork=True)
+    assert lead.fork is not None and lead.fork.vehicles > 20
+    lanes = Layout.from_network(load_network(sc.net_file, sc.additional_files)).lanes
+    fork = fork_of_state(lead.fork.time, lead.fork.sumo_state, lead.fork.guard_state, lanes)
+    assert (fork.time, fork.vehicles) == (lead.fork.time, lead.fork.vehicles)  # the service's forks (its snapshots)
 
 
 def test_a_fork_at_the_begin_run_to_the_end_is_the_bench_row() -> None:

@@ -138,7 +138,7 @@ def race(
     return WhatIf(lead.fork, controller, horizon, rank(candidates, results), race_wall, meso)
 
 
-def fork_of_state(time: float, sumo_state: bytes, guard_state: dict[str, Any], lanes: Collection[str]) -> Fork:
+def fork_of_state(at: float, sumo_state: bytes, guard_state: dict[str, Any], lanes: Collection[str]) -> Fork:
     """A fork from state saved elsewhere (the service's snapshot of its live twin). The vehicles on `lanes`
     (the observed ones) are counted from SUMO's state; the lanes digest, which needs halting numbers, is left
     empty: every candidate reads it at its start (`EpisodeResult.start_lanes`)."""
@@ -150,7 +150,7 @@ def fork_of_state(time: float, sumo_state: bytes, guard_state: dict[str, Any], l
                 listed = elem.find("vehicles")
                 vehicles += len((listed.get("value") or "").split()) if listed is not None else 0
             elem.clear()
-    return Fork(time, sumo_state, guard_state, "", vehicles)
+    return Fork(at, sumo_state, guard_state, "", vehicles)
 
 
 def candidate_jobs(
