@@ -20,6 +20,20 @@ from citysignal.twin.observation import Observation, ProgramPosition
 
 
 class Controller(ABC):
+    """A control rule for a whole city at once: one request per intersection and step (see the module docstring).
+
+    Lifecycle: `reset(layout, position, seed)` whenever it takes over (an episode's start, a controller switch,
+    a resumed snapshot; `position` says where the greens stand), then `decide(obs)` once per step (1 s) with
+    that step's observation; `explain(k)` and `stats()` at any time after. Class attributes:
+    - `name`: its registry name (`make_controller(name)`);
+    - `requires`: the lane fields (`twin.observation.LANE_FIELDS`) `decide` reads; the loop gathers them;
+    - `sumo_program`: a SUMO program type run instead of deciding (e.g. "actuated"), or None.
+
+    It keeps its own state between steps (cycle clocks, last decisions), draws randomness only from `rng`
+    (seeded by `reset`, so an episode is reproducible), never imports SUMO and never writes a signal: its
+    requests go to the `SafetyGuard`.
+    """
+
     name: ClassVar[str]
     requires: ClassVar[frozenset[str]] = frozenset({"halting"})
     sumo_program: ClassVar[str | None] = None

@@ -110,6 +110,28 @@ def _to_yellow(state: str) -> str:
 
 
 class SafetyGuard:
+    """The only writer of signal states, for every intersection of one `Layout` (the rules it enforces are in
+    the module docstring). It never reads the simulator: all it knows comes in through its arguments.
+
+    Use: `start` takes over from the intersections' programs where they stand, then `apply` runs once per step
+    (1 s) with the controllers' requests and the detector readings and returns the states to write now
+    (intersection index -> state string; only the changes). When SUMO runs its own program, `adopt` then
+    `monitor` every step check what it shows instead. `state` / `restore` carry the guard across a snapshot.
+
+    Per intersection (arrays in `Layout` order):
+    - `green`: the green showing (index into the intersection's `greens`), or HOLD (-1) during a transition;
+    - `target`: the green the running transition leads to, HOLD when none runs;
+    - `since`: when the green showing (or the transition) began (s);
+    - `pending`: a request deferred by min green or a running transition, carried out once allowed; else HOLD;
+    - `step_until`: when the running transition's current step ends (s; inf when none runs);
+    - `shown`: the state string showing now;
+    - `yellow_floor`, `all_red_floor`: the shortest yellow and all-red the intersection may show (s).
+
+    Per signal (all intersections' signals in a row, from `Layout.signal_start`): `red_since`, when it was
+    last served (the max-red clock). `stats` (`GuardStats`) counts what was refused, deferred, preempted,
+    extended, prevented, held and violated. `max_red` is the max-red bound (s).
+    """
+
     def __init__(self, layout: Layout, max_red: float = DEFAULT_MAX_RED_S) -> None:
         self.layout = layout
         self.max_red = max_red

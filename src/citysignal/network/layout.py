@@ -22,6 +22,36 @@ FloatArray = NDArray[np.float64]
 
 @dataclass(frozen=True, eq=False)
 class Layout:
+    """A network's controllable intersections as flat global indices, built by `from_network`; read-only.
+
+    Index spaces: intersections (`intersections`, `ids`); lanes (every incoming and outgoing lane of a
+    vehicle movement, once); movements (a vehicle movement: from an incoming lane to an outgoing lane,
+    under one signal); greens (every intersection's `greens`, one intersection after another); signals
+    (every intersection's signals, i.e. the characters of its state string, one intersection after another).
+
+    Glossary of the fields:
+    - `intersections`: the controllable intersections (`Network.controllable`), in index order;
+    - `lanes`: lane ids, the incoming and outgoing lanes of the movements, first seen first;
+    - `lane_length`: per lane, its length (m);
+    - `mov_int`: per movement, its intersection;
+    - `mov_in`, `mov_out`: per movement, its incoming and its outgoing lane (into `lanes`);
+    - `mov_signal`: per movement, its signal (link index) within its intersection's state string;
+    - `green_int`: per green, its intersection;
+    - `green_start`: per intersection, its first green: local green g of intersection k is global
+      green `green_start[k] + g`;
+    - `serve_green`, `serve_mov`: the (green, movement) pairs in which the green serves the movement
+      (`Intersection.serve_signals`), as two parallel arrays (a sparse incidence; see `per_green`);
+    - `signal_start`: per intersection, its first global signal;
+    - `n_signals_total`: the signals of all intersections;
+    - `box_lanes`: lanes inside junctions, each movement's first internal lane (`Movement.via`), once;
+    - `mov_box`: per movement, its lane in `box_lanes`, -1 when it has none;
+    - `feed_lanes`: feeder lanes (`Network.feeders`): lanes upstream whose queue continues onto the edge
+      of an incoming lane;
+    - `feed_to`, `feed_from`, `feed_weight`: parallel arrays of (layout lane, feeder lane, weight) pairs:
+      a layout lane gets `feed_weight` (1 / the lanes of its edge) of a feeder lane's quantity
+      (`from_feeders`).
+    """
+
     intersections: tuple[Intersection, ...]
     lanes: tuple[str, ...]
     lane_length: FloatArray
