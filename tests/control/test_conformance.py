@@ -15,6 +15,7 @@ from citysignal.control import HOLD, Controller, SafetyGuard, controller_names, 
 from citysignal.control.cycle import Webster
 from citysignal.control.guard import GUARD_FIELDS
 from citysignal.errors import UserError
+from citysignal.loop import ControlLoop, Tick
 from citysignal.network.plans import write_actuated
 from citysignal.scenarios import resolve
 from citysignal.twin import DEFAULT_SEED, LANE_FIELDS, ProgramPosition, Twin
@@ -98,7 +99,7 @@ def test_fixed_time_through_the_guard_reproduces_plain_sumo(scenario: str, begin
 
 
 def _run_manually(scenario: str, begin: float, end: float, controller: str) -> tuple[Controller, SafetyGuard, int]:
-    """The loop of bench/episode.py, keeping the controller to ask it why; checks every request."""
+    """The control loop of every consumer, keeping the controller to ask it why; checks every request."""
     sc = resolve(scenario, begin, end)
     layout = bundled_layout(scenario)
     ctl = make_controller(controller)
@@ -106,27 +107,24 @@ def _run_manually(scenario: str, begin: float, end: float, controller: str) -> t
     n_greens = np.array([len(i.greens) for i in layout.intersections])
     monitor = ctl.sumo_program is not None
     decisions = 0
+
+    def check(tick: Tick) -> None:
+        nonlocal decisions
+        if tick.requests is None:
+            return
+        requests = tick.requests
+        assert requests.shape == (layout.n_intersections,)
+        assert np.issubdtype(requests.dtype, np.integer)
+        assert np.all((requests == HOLD) | ((requests >= 0) & (requests < n_greens)))
+        decisions += int((requests != HOLD).sum())
+
     with tempfile.TemporaryDirectory() as tmp:
         extra = (write_actuated(layout.intersections, Path(tmp) / "actuated.add.xml"),) if monitor else ()
         with Twin(sc, layout, seed=DEFAULT_SEED, fields=ctl.requires | GUARD_FIELDS, extra_additional=extra) as twin:
-            position = twin.program_position()
-            ctl.reset(layout, position, DEFAULT_SEED)
-            writes = guard.start(twin.time, position)
-            if not monitor:
-                twin.write(writes)
-            while not twin.done:
-                now = twin.time
-                obs = twin.observe(guard.green.copy(), guard.time_in_phase(now))
-                if monitor:
-                    guard.monitor(now, twin.states())
-                else:
-                    requests = ctl.decide(obs)
-                    assert requests.shape == (layout.n_intersections,)
-                    assert np.issubdtype(requests.dtype, np.integer)
-                    assert np.all((requests == HOLD) | ((requests >= 0) & (requests < n_greens)))
-                    decisions += int((requests != HOLD).sum())
-                    twin.write(guard.apply(now, requests, obs.lane("halting"), obs.lane("passed"), obs.lane("box")))
-                twin.step()
+            loop = ControlLoop(twin, guard, ctl, monitor=monitor, recorder=check)
+            loop.start(DEFAULT_SEED)
+            while not loop.done:
+                loop.tick()
     return ctl, guard, decisions
 
 

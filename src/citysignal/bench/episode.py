@@ -1,6 +1,7 @@
 """One benchmark episode: a scenario, a controller and a seed, driven through the safety guard.
 
-Every episode profiles itself within the same run (perf_counter around each part of each step):
+The episode is the control loop (`citysignal.loop.ControlLoop`) over the SUMO twin, with a recorder for
+the reports. Every episode profiles itself within the same run (the loop's clock around each part of each step):
 `control_s` is observe + decide + guard (incl. the signal writes), `sumo_step_s` is libsumo's
 `simulationStep`, and the decision latencies `decide_p50_ms` / `decide_p99_ms` are over decision steps
 only (steps where the controller requested some green; a step where every intersection holds is not a
@@ -37,13 +38,14 @@ from citysignal.control import SafetyGuard, make_controller
 from citysignal.control.guard import DEFAULT_MAX_RED_S, GUARD_FIELDS, HOLD, GuardStats
 from citysignal.control.health import DetectorSupervisor
 from citysignal.errors import UserError
+from citysignal.loop import ControlLoop, Tick
 from citysignal.network import load_network
 from citysignal.network.layout import Layout
 from citysignal.network.plans import write_actuated
 from citysignal.scenarios import Scenario
 from citysignal.twin import Twin
 from citysignal.twin.faults import DetectorFaults, FaultSpec
-from citysignal.twin.observation import Observation, ProgramPosition
+from citysignal.twin.observation import Observation
 
 RECORD_EVERY_S = 10
 
@@ -62,19 +64,6 @@ class Fork:
 def lanes_digest(obs: Observation) -> str:
     """Equal for two twins with the same vehicles on the same lanes, halting alike."""
     return hashlib.sha256(obs.lane("vehicles").tobytes() + obs.lane("halting").tobytes()).hexdigest()[:16]
-
-
-def guard_position(layout: Layout, guard: SafetyGuard, now: float) -> ProgramPosition:
-    """Where each intersection stands, as a program position a controller's `reset` understands: the first
-    program phase of the green showing (or of the green a transition leads to), and for how long it shows."""
-    phase = np.zeros(layout.n_intersections, dtype=np.int64)
-    elapsed = np.zeros(layout.n_intersections)
-    for k, inter in enumerate(layout.intersections):
-        g = int(guard.green[k]) if guard.green[k] >= 0 else int(guard.target[k])
-        if g >= 0:
-            phase[k] = inter.program_green_index.index(g)
-            elapsed[k] = float(now - guard.since[k]) if guard.green[k] >= 0 else 0.0
-    return ProgramPosition(phase, elapsed)
 
 
 @dataclass
@@ -101,6 +90,45 @@ class EpisodeResult:
 
         return {"scenario": self.scenario, "controller": self.controller, "seed": self.seed,
                 **{k: self.metrics[k] for k in METRIC_KEYS}, **self.controller_stats}  # fmt: skip
+
+
+class _Recorder:
+    """An episode's records, every `RECORD_EVERY_S` steps: the city's queue, each intersection's (summed),
+    every observed lane's queue once at the snapshot time, and the progress callback."""
+
+    def __init__(
+        self,
+        result: EpisodeResult,
+        layout: Layout,
+        scenario: Scenario,
+        snapshot_at: float | None,
+        on_step: Callable[[float], None] | None,
+        first_lanes: bool,
+    ) -> None:
+        self.result = result
+        self.layout = layout
+        self.scenario = scenario
+        self.snapshot_at = (scenario.begin + scenario.end) / 2 if snapshot_at is None else snapshot_at
+        self.on_step = on_step
+        self.first_lanes = first_lanes  # keep `lanes_digest` of the first step (runs from a fork)
+        self.queue_sum = np.zeros(layout.n_intersections)
+
+    def __call__(self, tick: Tick) -> None:
+        result, now = self.result, tick.time
+        if self.first_lanes and tick.step == 0:
+            result.start_lanes = lanes_digest(tick.obs)
+        if tick.step % RECORD_EVERY_S:
+            return
+        halting = tick.obs.lane("halting")
+        result.queue_t.append(now)
+        result.queue.append(float(halting.sum()))
+        self.queue_sum += self.layout.queue_per_intersection(halting)
+        if not result.snapshot and now >= self.snapshot_at:
+            result.snapshot_time = now
+            result.snapshot = dict(zip(self.layout.lanes, halting.tolist(), strict=True))
+        if self.on_step is not None:
+            sc = self.scenario
+            self.on_step((now - sc.begin) / (sc.end - sc.begin))
 
 
 def _reset_peak_rss() -> None:
@@ -153,81 +181,38 @@ def run_episode(
         raise UserError(f"'{controller_name}' is SUMO's own program: it cannot run from or leave a fork")
     fields = decider.requires | GUARD_FIELDS | ({"vehicles"} if start is not None or keep_fork else set())
     result = EpisodeResult(scenario.name, controller_name, seed, {})
+    record = _Recorder(result, layout, scenario, snapshot_at, on_step, first_lanes=start is not None)
     with tempfile.TemporaryDirectory(prefix="citysignal-run-") as tmp_name:
         tmp = Path(tmp_name)
         tripinfo = tmp / "tripinfo.xml"
         extra = (write_actuated(layout.intersections, tmp / "actuated.add.xml"),) if monitor else ()
         started = time.perf_counter()
-        steps = teleports = 0
-        snap_t = (scenario.begin + scenario.end) / 2 if snapshot_at is None else snapshot_at
-        queue_sum = np.zeros(layout.n_intersections)
+        teleports = 0
         with Twin(scenario, layout, seed=seed, fields=fields, tripinfo=tripinfo, extra_additional=extra) as twin:
-            now = twin.time
+            loop = ControlLoop(twin, guard, decider, monitor=monitor, faults=faulty, recorder=record)
             if start is not None:
-                twin.load_state(start.sumo_state)
-                guard.restore(start.guard_state)
-                guard.stats = GuardStats()
-                twin.write(dict(enumerate(guard.shown)))
-                position = guard_position(layout, guard, now)
+                loop.resume(start.sumo_state, start.guard_state, seed)
+                guard.stats = GuardStats()  # counters count from the fork
             else:
-                position = twin.program_position()
-            decider.reset(layout, position, seed)
-            if monitor:
-                guard.adopt(now, twin.states())
-            elif start is None:
-                twin.write(guard.start(now, position))
-            clock = dict.fromkeys(("observe", "decide", "guard", "step"), 0.0)
+                loop.start(seed)
             decide_ms = array("d")  # decision steps only: at most one float per step
-            while not twin.done:
-                now = twin.time
-                t0 = time.perf_counter()
-                obs = twin.observe(guard.green.copy(), guard.time_in_phase(now))
-                t1 = time.perf_counter()
-                if start is not None and steps == 0:
-                    result.start_lanes = lanes_digest(obs)
-                if monitor:
-                    guard.monitor(now, twin.states())
-                    t2 = t1
-                else:
-                    seen = faulty.apply(obs) if faulty is not None else obs
-                    requests = decider.decide(seen)
-                    t2 = time.perf_counter()
-                    halting, passed = (
-                        supervisor.guard_inputs(seen) if supervisor else (obs.lane("halting"), obs.lane("passed"))
-                    )
-                    twin.write(guard.apply(now, requests, halting, passed, obs.lane("box")))
-                    if (requests != HOLD).any():
-                        decide_ms.append((t2 - t1) * 1e3)
-                t3 = time.perf_counter()
-                if steps % RECORD_EVERY_S == 0:
-                    halting = obs.lane("halting")
-                    result.queue_t.append(now)
-                    result.queue.append(float(halting.sum()))
-                    queue_sum += layout.queue_per_intersection(halting)
-                    if not result.snapshot and now >= snap_t:
-                        result.snapshot_time = now
-                        result.snapshot = dict(zip(layout.lanes, halting.tolist(), strict=True))
-                    if on_step is not None:
-                        on_step((now - scenario.begin) / (scenario.end - scenario.begin))
-                t4 = time.perf_counter()
-                twin.step()
-                t5 = time.perf_counter()
-                clock["observe"] += t1 - t0
-                clock["decide"] += t2 - t1
-                clock["guard"] += t3 - t2
-                clock["step"] += t5 - t4
+            while not loop.done:
+                tick = loop.tick()
+                if tick.requests is not None and (tick.requests != HOLD).any():
+                    decide_ms.append(tick.decide_s * 1e3)
                 teleports += twin.teleports_started()
-                steps += 1
+            steps, clock = loop.steps, dict(loop.clock)
             result.timings = clock
             if keep_fork:
-                obs = twin.observe(guard.green.copy(), guard.time_in_phase(twin.time))
+                obs = loop.observe()
+                state, guard_state = loop.save()
                 count = int(obs.lane("vehicles").sum())
-                result.fork = Fork(twin.time, twin.save_state(), guard.state(), lanes_digest(obs), count)
+                result.fork = Fork(twin.time, state, guard_state, lanes_digest(obs), count)
         wall = time.perf_counter() - started
         metrics: dict[str, float] = dict(trip_metrics(tripinfo))
         result.delay_t, result.delay = delay_by_depart(tripinfo, scenario.begin, scenario.end)
     samples = max(len(result.queue), 1)
-    result.intersection_queue = dict(zip(layout.ids, (queue_sum / samples).tolist(), strict=True))
+    result.intersection_queue = dict(zip(layout.ids, (record.queue_sum / samples).tolist(), strict=True))
     metrics.update(
         max_queue=max(result.queue, default=0.0),
         teleports=teleports,

@@ -1,12 +1,12 @@
 """The real-time control loop: one twin, the controllers, operator overrides, all through the guard.
 
-One dedicated thread owns the twin (libsumo allows one simulation per process) and runs the
-canonical step of `bench.episode` at wall-clock pace times `speed`:
-observe -> every active controller decides -> operator overrides replace the requests of their
-intersections -> `SafetyGuard.apply` -> `Twin.write` -> `Twin.step`. The guard stays the only writer
-of signal states: an override is a *request* like any controller's, so min green, yellow/all-red
-transitions, conflict checks and the max-red bound still apply to it (a held phase is preempted when
-a waiting movement has been red for `max_red`, and resumed afterwards; both are logged).
+One dedicated thread owns the twin (libsumo allows one simulation per process) and runs the control
+loop (`citysignal.loop`, the one bench and learn run) at wall-clock pace times `speed`: observe ->
+every active controller decides -> operator overrides replace the requests of their intersections ->
+`SafetyGuard.apply` -> `Twin.write` -> record (audit, KPIs, publish) -> `Twin.step`. The guard stays
+the only writer of signal states: an override is a *request* like any controller's, so min green,
+yellow/all-red transitions, conflict checks and the max-red bound still apply to it (a held phase is
+preempted when a waiting movement has been red for `max_red`, and resumed afterwards; both are logged).
 
 Controller switching: each intersection is assigned one controller by name. Every controller with at
 least one intersection decides city-wide each step (controllers are vectorized) and its requests are
@@ -54,6 +54,7 @@ from citysignal.control import HOLD, Controller, SafetyGuard, controller_names, 
 from citysignal.control.guard import DEFAULT_MAX_RED_S, GUARD_FIELDS
 from citysignal.control.health import HEALTH_FIELDS, DetectorSupervisor
 from citysignal.errors import UserError
+from citysignal.loop import ControlLoop, ResumeError, Tick, guard_position
 from citysignal.network import Network
 from citysignal.network.layout import Layout
 from citysignal.scenarios import Scenario
@@ -135,6 +136,37 @@ class _ResumeFailed(Exception):
     pass
 
 
+class _Assigned:
+    """The engine's decider in the loop: every controller with at least one intersection decides city-wide,
+    each intersection takes the request of the controller assigned to it, and an operator override
+    replaces that request (a request like any other: the guard still has the last word)."""
+
+    def __init__(self, engine: ControlEngine) -> None:
+        self.engine = engine
+
+    def reset(self, layout: Layout, position: ProgramPosition, seed: int = 0) -> None:
+        engine = self.engine
+        engine._controllers = {name: engine._fresh(name, position, seed) for name in engine._active_names()}
+
+    def decide(self, obs: Observation) -> NDArray[np.int64]:
+        engine = self.engine
+        requests = np.full(engine.layout.n_intersections, HOLD, dtype=np.int64)
+        for name, ctrl in engine._controllers.items():
+            mine = engine._assign == engine._name_index[name]
+            requests[mine] = ctrl.decide(obs)[mine]
+        for k, ov in engine._overrides.items():
+            requests[k] = ov.green
+        return requests
+
+    def guard_inputs(self, obs: Observation) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
+        halting: NDArray[np.float64] = obs.lane("halting")
+        passed: NDArray[np.float64] | None = obs.lane("passed")
+        for ctrl in self.engine._controllers.values():
+            if isinstance(ctrl, DetectorSupervisor):  # every supervisor judges the same readings alike
+                halting, passed = ctrl.guard_inputs(obs)
+        return halting, passed
+
+
 @dataclass
 class Override:
     mode: Literal["hold", "force"]
@@ -202,7 +234,7 @@ class ControlEngine:
         make_controller(config.controller)  # an unknown name fails here, before the thread starts
         self.fields = SERVICE_FIELDS.union(*(make_controller(n).requires for n in self.offered))
         self.fields |= HEALTH_FIELDS if config.faults is not None else frozenset()
-        self._faulty: DetectorFaults | None = None
+        self._decider = _Assigned(self)
         self.index = {inter.id: k for k, inter in enumerate(layout.intersections)}
         self._name_index = {n: i for i, n in enumerate(self.offered)}
         self._assign = np.full(layout.n_intersections, self._name_index[config.controller], dtype=np.int64)
@@ -293,50 +325,47 @@ class ControlEngine:
             with Twin(cfg.scenario, self.layout, seed=cfg.seed + self._episode, fields=self.fields) as twin:
                 with self._lock:
                     guard = self._guard = SafetyGuard(self.layout, cfg.max_red)
+                    loop = ControlLoop(twin, guard, self._decider, recorder=self._record)
                     if resume is None:
-                        position = twin.program_position()
-                        twin.write(guard.start(twin.time, position))
+                        loop.start(cfg.seed + self._episode)
                         self._episode_steps = 0
                     else:
-                        position = self._resume_from(twin, guard, resume)
-                    self._controllers = {name: self._fresh(name, position) for name in self._active_names()}
+                        self._resume_from(loop, resume)
                     faults = cfg.faults
-                    self._faulty = None if faults is None else DetectorFaults(faults, self.layout, twin.time)
+                    loop.faults = None if faults is None else DetectorFaults(faults, self.layout, twin.time)
                     self._seen_refused, self._seen_violations = guard.stats.refused, guard.stats.violations
                     for ov in self._overrides.values():
                         ov.preempted = False
-                self._loop(twin)
+                self._loop(loop)
         finally:
             self._guard = None
 
-    def _resume_from(self, twin: Twin, guard: SafetyGuard, snap: Snapshot) -> ProgramPosition:
+    def _resume_from(self, loop: ControlLoop[Twin], snap: Snapshot) -> None:
         try:
-            twin.load_state(snap.sumo_state)
-            guard.restore(snap.guard)
-        except Exception as exc:  # SUMO's own error type, or a guard state of another network
+            loop.resume(snap.sumo_state, snap.guard, self.config.seed + self._episode)
+        except ResumeError as exc:
             raise _ResumeFailed(f"snapshot at t={snap.sim_time:g} s did not load: {exc}") from exc
-        twin.write(dict(enumerate(guard.shown)))
         self._episode_steps = snap.episode_steps
-        self._system("twin_resumed", "city", "ok", {"sim_time": twin.time, "episode": snap.episode,
-                                                     "snapshot_taken_at": snap.taken_at}, twin.time)  # fmt: skip
-        return self._guard_position(guard, twin.time)
+        self._system("twin_resumed", "city", "ok", {"sim_time": loop.time, "episode": snap.episode,
+                                                     "snapshot_taken_at": snap.taken_at}, loop.time)  # fmt: skip
 
-    def _loop(self, twin: Twin) -> None:
+    def _loop(self, loop: ControlLoop[Twin]) -> None:
         deadline = time.perf_counter()
         snapshot_at = -np.inf
         self.loading = False
-        while not twin.done and not self._stop.is_set():
+        while not loop.done and not self._stop.is_set():
             if self._waiting:  # let a waiting API command in before taking the lock again
                 time.sleep(0.0005)
             started = time.perf_counter()
             with self._lock:
-                self._step(twin)
+                loop.tick()
+                self._pace.append((time.perf_counter(), loop.time))
             finished = time.perf_counter()
             self.stepped_at = time.monotonic()
             self._busy.append(finished - started)
             if self.on_snapshot is not None and finished - snapshot_at >= SNAPSHOT_EVERY_S:
                 snapshot_at = finished
-                self.on_snapshot(self._snapshot(twin))
+                self.on_snapshot(self._snapshot(loop))
             deadline += 1.0 / self.config.speed
             delay = deadline - finished
             if delay > 0:
@@ -344,12 +373,11 @@ class ControlEngine:
             elif delay < -1.0:  # behind by more than a second: run on, don't burst to catch up
                 deadline = finished
 
-    def _snapshot(self, twin: Twin) -> Snapshot:
+    def _snapshot(self, loop: ControlLoop[Twin]) -> Snapshot:
         """Only the loop thread steps the twin and the guard, so no lock is needed to read both together."""
-        guard = self._guard
-        assert guard is not None
-        return Snapshot(self.config.key, self._episode, self._episode_steps, twin.time, time.time(), guard.state(),
-                        twin.save_state())  # fmt: skip
+        sumo_state, guard_state = loop.save()
+        return Snapshot(self.config.key, self._episode, self._episode_steps, loop.time, time.time(), guard_state,
+                        sumo_state)  # fmt: skip
 
     def control_state(self) -> ControlState:
         ids = self.layout.ids
@@ -380,30 +408,18 @@ class ControlEngine:
     def _active_names(self) -> list[str]:
         return [self.offered[i] for i in np.unique(self._assign)]
 
-    def _fresh(self, name: str, position: ProgramPosition) -> Controller | DetectorSupervisor:
+    def _fresh(self, name: str, position: ProgramPosition, seed: int) -> Controller | DetectorSupervisor:
         made = make_controller(name)
         ctrl = made if self.config.faults is None else DetectorSupervisor(made)
-        ctrl.reset(self.layout, position, self.config.seed + self._episode)
+        ctrl.reset(self.layout, position, seed)
         return ctrl
 
     # one step ------------------------------------------------------------------------------
-    def _step(self, twin: Twin) -> None:
+    def _record(self, tick: Tick) -> None:
+        """The loop's recorder: after the guard's writes, before the twin steps."""
         guard = self._guard
         assert guard is not None
-        now = twin.time
-        obs = twin.observe(guard.green.copy(), guard.time_in_phase(now))
-        seen = self._faulty.apply(obs) if self._faulty is not None else obs  # the KPIs keep the true readings
-        halting = obs.lane("halting")
-        passed: NDArray[np.float64] | None = obs.lane("passed")
-        requests = np.full(self.layout.n_intersections, HOLD, dtype=np.int64)
-        for name, ctrl in self._controllers.items():
-            mine = self._assign == self._name_index[name]
-            requests[mine] = ctrl.decide(seen)[mine]
-            if isinstance(ctrl, DetectorSupervisor):  # every supervisor judges the same readings alike
-                halting, passed = ctrl.guard_inputs(seen)
-        for k, ov in self._overrides.items():
-            requests[k] = ov.green
-        twin.write(guard.apply(now, requests, halting, passed, obs.lane("box")))
+        now, obs = tick.time, tick.obs  # the KPIs keep the true readings
         self._check_overrides(guard, now)
         self._check_guard(guard, now)
         sample = None
@@ -413,8 +429,6 @@ class ControlEngine:
         self._publish(guard, obs, now, sample)
         self._episode_steps += 1
         self._steps += 1
-        twin.step()
-        self._pace.append((time.perf_counter(), twin.time))
 
     def _check_overrides(self, guard: SafetyGuard, now: float) -> None:
         """An override the guard is not carrying out (not shown, not next, not pending) was preempted
@@ -582,24 +596,12 @@ class ControlEngine:
                 before[old] = before.get(old, 0) + 1
             if name not in self._controllers:
                 now = self._live.time if self._live else 0.0
-                self._controllers[name] = self._fresh(name, self._guard_position(guard, now))
+                position = guard_position(self.layout, guard, now)
+                self._controllers[name] = self._fresh(name, position, self.config.seed + self._episode)
             self._assign[ks] = self._name_index[name]
             for old in [n for n in self._controllers if n not in self._active_names()]:
                 del self._controllers[old]
             return {"result": "applied", "controller": name, "intersections": len(ks), "before": before}
-
-    def _guard_position(self, guard: SafetyGuard, now: float) -> ProgramPosition:
-        """Where each intersection stands, as a program position a controller's `reset` understands:
-        the first program phase of the green showing (or the one a transition leads to)."""
-        n = self.layout.n_intersections
-        phase = np.zeros(n, dtype=np.int64)
-        elapsed = np.zeros(n)
-        for k, inter in enumerate(self.layout.intersections):
-            g = int(guard.green[k]) if guard.green[k] >= 0 else int(guard.target[k])
-            if g >= 0:
-                phase[k] = inter.program_green_index.index(g)
-                elapsed[k] = float(now - guard.since[k]) if guard.green[k] >= 0 else 0.0
-        return ProgramPosition(phase, elapsed)
 
     def detail(self, inter_id: str) -> dict[str, Any]:
         """Everything the intersection panel shows, including why the controller chose its phase."""
