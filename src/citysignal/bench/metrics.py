@@ -7,6 +7,10 @@ vehicles scheduled after the last insertion are charged too, so gridlock cannot 
 `mean_duration` is over vehicles that entered the network (travel time so far for unfinished ones);
 waiting statistics are per-vehicle total waiting time over the same vehicles.
 
+Priority vehicles added by `--emergency-per-hour` / `--buses-per-hour` (`scenarios.priority`) are
+reported apart, as `emergency_delay` and `bus_delay` (the same delay, mean over those vehicles); every
+other figure is general traffic's, so a run with them compares with one without.
+
 `METRIC_KEYS` also names the run's own profile, measured by the episode in the same run
 (`bench.episode`): control layer and SUMO stepping seconds, decision latency, peak memory.
 """
@@ -17,6 +21,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
+
+from citysignal.scenarios.priority import BUS_TYPE, EMERGENCY_TYPE
 
 METRIC_KEYS = (
     "resco_delay",
@@ -48,13 +54,27 @@ def _rows(tripinfo: Path) -> list[dict[str, str]]:
     return [dict(t.attrib) for t in ET.parse(tripinfo).getroot().iter("tripinfo") if _scheduled_in_window(t.attrib)]
 
 
+def _delay(row: dict[str, str]) -> float:
+    return float(row["timeLoss"]) + float(row["departDelay"])
+
+
 def trip_metrics(tripinfo: Path) -> dict[str, float]:
     """resco_delay, durations, waits and counts from an episode's tripinfo file."""
     rows = _rows(tripinfo)
+    priority: dict[str, float] = {}
+    for key, v_type in (("emergency_delay", EMERGENCY_TYPE), ("bus_delay", BUS_TYPE)):
+        delays = [_delay(r) for r in rows if r.get("vType") == v_type]
+        if delays:
+            priority[key] = float(np.mean(delays))
+    rows = [r for r in rows if r.get("vType") not in (EMERGENCY_TYPE, BUS_TYPE)]
+    return _figures(rows) | priority
+
+
+def _figures(rows: list[dict[str, str]]) -> dict[str, float]:
     if not rows:
         return {"resco_delay": 0.0, "mean_duration": 0.0, "mean_waiting": 0.0, "p95_waiting": 0.0,
                 "max_waiting": 0.0, "arrived": 0, "not_inserted": 0, "vehicles": 0}  # fmt: skip
-    delay = np.array([float(r["timeLoss"]) + float(r["departDelay"]) for r in rows])
+    delay = np.array([_delay(r) for r in rows])
     entered = np.array([float(r["depart"]) >= 0 for r in rows])
     arrived = np.array([float(r["arrival"]) >= 0 for r in rows])
     duration = np.array([float(r["duration"]) for r in rows])[entered]

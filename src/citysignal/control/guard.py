@@ -242,12 +242,15 @@ class SafetyGuard:
         halting: NDArray[np.float64],
         passed: NDArray[np.float64] | None = None,
         box: NDArray[np.float64] | None = None,
+        hold: NDArray[np.int64] | None = None,
     ) -> dict[int, str]:
         """Turn this step's requests into the states to write now (only those that change).
 
         `halting` and `passed` are per layout lane: vehicles halting now, and vehicles that crossed
         the lane's stop line since the start (cumulative; see `Observation.passed`); `box` is per
-        `Layout.box_lanes`: vehicles halting inside the junction."""
+        `Layout.box_lanes`: vehicles halting inside the junction. `hold` (per intersection, a green or
+        HOLD) is priority (`control.priority`): that green is reached by the usual legal way and kept,
+        whatever the controller requests and whoever starves meanwhile."""
         self._box = box
         writes: dict[int, str] = {}
         for k in np.flatnonzero(self.step_until <= now):
@@ -255,6 +258,8 @@ class SafetyGuard:
 
         requests = np.where(requests == HOLD, self.pending, requests)
         requests = self._preempt_starved(now, requests, halting, passed)
+        if hold is not None:
+            requests = np.where(hold != HOLD, hold, requests)
 
         in_green = self.green >= 0
         bad = (requests != HOLD) & ((requests < 0) | (requests >= self._n_greens))

@@ -13,6 +13,20 @@ LANE_FIELDS = frozenset({"vehicles", "halting", "occupancy", "speed", "passed", 
 
 
 @dataclass(frozen=True)
+class PriorityCall:
+    """A priority vehicle approaching a signal: which intersection (layout index) and signal (link
+    index) it will cross, what it is ("emergency" or "bus"), how far from the stop line it is (m), and
+    the time it has lost to traffic so far (s)."""
+
+    intersection: int
+    signal: int
+    kind: str
+    vehicle: str
+    distance: float
+    time_lost: float
+
+
+@dataclass(frozen=True)
 class Observation:
     """One instant of the city. Lane arrays are absent (None) when no consumer asked for them.
 
@@ -28,6 +42,8 @@ class Observation:
       every green to the city's edge: Advanced-MP on arterial4x4 1371 s, capped 850 s);
     - box: vehicles halting *inside* junctions, per `Layout.box_lanes` (each movement's first
       internal lane), e.g. left-turners waiting for a gap;
+    - calls: priority vehicles (emergency vehicles, buses) approaching a signal within reach (in the
+      field: a preemption or transit-priority input), nearest first per intersection;
     - phase: current green per intersection (-1 while in a transition);
     - time_in_phase: seconds since that green (or transition) began.
     """
@@ -42,6 +58,7 @@ class Observation:
     passed: NDArray[np.float64] | None = None
     box: NDArray[np.float64] | None = None
     backlog: NDArray[np.float64] | None = None
+    calls: tuple[PriorityCall, ...] = ()
 
     def lane(self, name: str) -> NDArray[np.float64]:
         value = getattr(self, name)

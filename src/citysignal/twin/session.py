@@ -27,8 +27,9 @@ from citysignal.errors import UserError
 from citysignal.network.layout import Layout
 from citysignal.scenarios import Scenario
 from citysignal.sumo_home import binary
-from citysignal.twin.observation import BACKLOG_OFF_MAP_CAP, LANE_FIELDS, Observation, ProgramPosition
+from citysignal.twin.observation import BACKLOG_OFF_MAP_CAP, LANE_FIELDS, Observation, PriorityCall, ProgramPosition
 
+PRIORITY_CLASSES = {"emergency": "emergency", "bus": "bus"}  # SUMO vClass -> priority call kind
 DEFAULT_SEED = 23423  # SUMO's own default: a bench run with seed 23423 reproduces a plain `sumo` run
 
 
@@ -58,6 +59,7 @@ class Twin:
         tripinfo: Path | None = None,
         extra_additional: tuple[Path, ...] = (),
         gui: bool = False,
+        priority_reach: float | None = None,
     ) -> None:
         unknown = set(fields) - LANE_FIELDS
         if unknown:
@@ -69,6 +71,8 @@ class Twin:
         self.tripinfo = tripinfo
         self.extra_additional = extra_additional
         self.gui = gui
+        self.priority_reach = priority_reach
+        self._priority: dict[str, str] = {}  # priority vehicles on the road -> "emergency" or "bus"
         self._api: Any = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._detectors: list[str] = []
@@ -198,7 +202,33 @@ class Twin:
             get = lane.getLastStepHaltingNumber
             box = self.layout.box_lanes
             values["box"] = np.fromiter((get(n) for n in box), dtype=float, count=len(box))
-        return Observation(time=self.time, phase=phase, time_in_phase=time_in_phase, **values)
+        calls = self._calls() if self.priority_reach is not None else ()
+        return Observation(time=self.time, phase=phase, time_in_phase=time_in_phase, calls=calls, **values)
+
+    def _calls(self) -> tuple[PriorityCall, ...]:
+        """Priority vehicles (SUMO vClass emergency or bus) within `priority_reach` of the stop line of
+        a signal of the layout, as calls on the signal (link) they will cross."""
+        sim, veh = self._api.simulation, self._api.vehicle
+        for v in sim.getDepartedIDList():
+            kind = PRIORITY_CLASSES.get(veh.getVehicleClass(v))
+            if kind is not None:
+                self._priority[v] = kind
+        for v in sim.getArrivedIDList():
+            self._priority.pop(v, None)
+        calls = []
+        for v, kind in self._priority.items():
+            ahead = veh.getNextTLS(v)
+            if not ahead:
+                continue
+            tls, link, distance, _ = ahead[0]
+            k = self._index_of.get(tls)
+            if k is not None and distance <= float(self.priority_reach or 0.0):
+                calls.append(PriorityCall(k, int(link), kind, v, float(distance), float(veh.getTimeLoss(v))))
+        return tuple(sorted(calls, key=lambda c: (c.intersection, c.distance)))
+
+    @cached_property
+    def _index_of(self) -> dict[str, int]:
+        return {tls: k for k, tls in enumerate(self.layout.ids)}
 
     def _backlog(self) -> NDArray[np.float64]:
         layout = self.layout

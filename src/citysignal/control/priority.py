@@ -1,0 +1,124 @@
+"""Emergency-vehicle preemption and transit signal priority, carried out by the safety guard.
+
+Priority vehicles call the signals they approach (`Observation.calls`: on the twin from vehicle
+positions, in the field from a preemption input). Per intersection a call becomes a green to *hold*
+(`SafetyGuard.apply(..., hold=...)`): it overrides the controller's request and the max-red
+preemption, never a legal floor. The guard reaches that green by its shortest legal way (the running
+green's min green, the transition's yellow and all-red, the clearance check) and keeps it while the
+hold lasts; then the controller's requests count again.
+
+- Preemption: the first emergency vehicle to call an intersection holds the green serving its signal
+  until it has passed (its call ends). A second one waits its turn (first come, first served); one
+  that the held green also serves passes with it.
+- Transit priority: a bus that has lost more than `BUS_LATE_S` to traffic (a bus without a timetable
+  is behind schedule by what it lost) gets the green serving it early, or kept, for at most
+  `BUS_HOLD_S` once that green shows, and an intersection grants this at most once per `BUS_EVERY_S`.
+  A grant whose green does not show within `BUS_WAIT_S` lapses.
+
+Assumes a call names the signal (link index) the vehicle will cross; a signal that no green serves
+(see `Intersection.serve_signals`) cannot be given priority and its call is ignored. Where a green
+serves several priority calls, the held one also serves the others; nothing tries to combine greens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from citysignal.control.guard import HOLD
+from citysignal.network.layout import Layout
+from citysignal.twin.observation import PriorityCall
+
+REACH_M = 150.0  # a call starts this far from the stop line (a typical preemption detector setback)
+BUS_LATE_S = 20.0
+BUS_HOLD_S = 15.0
+BUS_EVERY_S = 120.0
+BUS_WAIT_S = 30.0
+
+
+@dataclass
+class _Grant:
+    vehicle: str
+    green: int
+    start: float
+    shown_at: float | None = None
+
+
+class Priority:
+    """Turns priority calls into greens for the guard to hold; `enabled=False` only watches (the
+    `--no-priority` baseline: the same vehicles, no preemption or priority)."""
+
+    def __init__(self, layout: Layout, enabled: bool = True) -> None:
+        self.layout = layout
+        self.enabled = enabled
+        n = layout.n_intersections
+        self._first_call: dict[str, float] = {}  # emergency vehicle -> when it first called
+        self._emergency: dict[int, str] = {}  # intersection -> the emergency vehicle it serves now
+        self._bus: dict[int, _Grant] = {}
+        self._last_grant = np.full(n, -np.inf)
+        self.counts = {"preemptions": 0, "bus_grants": 0}
+
+    def hold(self, now: float, calls: tuple[PriorityCall, ...], green: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Per intersection, the green the guard must reach and keep now, or HOLD (no priority)."""
+        hold = np.full(self.layout.n_intersections, HOLD, dtype=np.int64)
+        emergency = [c for c in calls if c.kind == "emergency"]
+        calling = {c.vehicle for c in emergency}
+        self._first_call = {v: t for v, t in self._first_call.items() if v in calling}
+        for c in emergency:
+            self._first_call.setdefault(c.vehicle, now)
+        if not self.enabled:
+            return hold
+        by_int: dict[int, PriorityCall] = {}
+        for c in sorted(emergency, key=lambda c: (self._first_call[c.vehicle], c.distance)):
+            by_int.setdefault(c.intersection, c)
+        for k, c in by_int.items():
+            g = self._serving(k, c.signal, int(green[k]))
+            if g == HOLD:
+                continue
+            if self._emergency.get(k) != c.vehicle:
+                self.counts["preemptions"] += 1
+                self._emergency[k] = c.vehicle
+            hold[k] = g
+        self._emergency = {k: v for k, v in self._emergency.items() if k in by_int}
+        self._transit(now, calls, green, hold)
+        return hold
+
+    def _transit(
+        self, now: float, calls: tuple[PriorityCall, ...], green: NDArray[np.int64], hold: NDArray[np.int64]
+    ) -> None:
+        late = {(c.intersection, c.vehicle): c for c in calls if c.kind == "bus" and c.time_lost > BUS_LATE_S}
+        for k, grant in list(self._bus.items()):
+            if grant.shown_at is None and green[k] == grant.green:
+                grant.shown_at = now
+            lapsed = (now - grant.start > BUS_WAIT_S) if grant.shown_at is None else (now - grant.shown_at > BUS_HOLD_S)
+            if (k, grant.vehicle) not in late or lapsed or hold[k] != HOLD:
+                del self._bus[k]
+        for (k, vehicle), c in sorted(late.items(), key=lambda item: item[1].distance):
+            if k in self._bus or hold[k] != HOLD or now - self._last_grant[k] < BUS_EVERY_S:
+                continue
+            g = self._serving(k, c.signal, int(green[k]))
+            if g != HOLD:
+                self._bus[k] = _Grant(vehicle, g, now, now if green[k] == g else None)
+                self._last_grant[k] = now
+                self.counts["bus_grants"] += 1
+        for k, grant in self._bus.items():
+            hold[k] = grant.green
+
+    def _serving(self, k: int, signal: int, running: int) -> int:
+        """The running green if it serves `signal`, else the first green that does, else HOLD."""
+        serves = self.layout.intersections[k].serve_signals
+        if not 0 <= signal < serves.shape[1]:
+            return HOLD
+        if 0 <= running < len(serves) and serves[running, signal]:
+            return running
+        options = np.flatnonzero(serves[:, signal])
+        return int(options[0]) if options.size else HOLD
+
+    def active(self) -> list[dict[str, str]]:
+        """The preemptions and bus priority grants in force, for the dashboard and the audit log."""
+        ids = self.layout.ids
+        rows = [{"intersection": ids[k], "kind": "emergency", "vehicle": v} for k, v in sorted(self._emergency.items())]
+        rows += [{"intersection": ids[k], "kind": "bus", "vehicle": g.vehicle} for k, g in sorted(self._bus.items())]
+        return rows
