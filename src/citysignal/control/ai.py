@@ -38,20 +38,20 @@ from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from citysignal.control.adaptive import reach_fraction
 from citysignal.control.base import Controller
-from citysignal.control.guard import HOLD
 from citysignal.control.pressure import spillback
 from citysignal.errors import UserError
 from citysignal.network.layout import Layout
 from citysignal.twin.observation import Observation, ProgramPosition
 
 FloatArray = NDArray[np.float64]
+FloatT = TypeVar("FloatT", np.float32, np.float64)
 MOVEMENT_FEATURES = 6
 GREEN_FEATURES = 2
 QUEUE_SCALE = 10.0
@@ -73,6 +73,13 @@ def default_policy_path() -> Path:
     return Path(str(resources.files("citysignal.control") / "policies" / "ai_default.npz"))
 
 
+def _run_starts(sorted_ids: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Where each run of equal values starts in a sorted array."""
+    change = np.ones(len(sorted_ids), dtype=bool)
+    change[1:] = sorted_ids[1:] != sorted_ids[:-1]
+    return np.flatnonzero(change)
+
+
 @dataclass(frozen=True)
 class CityIndex:
     """Per-layout index arrays the policy needs (built once per network)."""
@@ -88,22 +95,75 @@ class CityIndex:
 
     @cached_property
     def _segments(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """Greens that serve something, and where their run of serve pairs starts."""
-        greens, starts = np.unique(self.serve_green, return_index=True)
-        return greens, starts
+        """Greens that serve something, and where their run of serve pairs starts (`serve_green` is sorted,
+        so the runs are found in one pass, not by `np.unique`'s sort)."""
+        starts = _run_starts(self.serve_green)
+        return self.serve_green[starts], starts
 
-    def sum_per_green(self, per_pair: FloatArray) -> FloatArray:
+    def sum_per_green(self, per_pair: NDArray[FloatT]) -> NDArray[FloatT]:
         """Sum rows of a per-serve-pair array into one row per green (np.add.reduceat, not np.add.at:
-        the pairs are grouped by green, and reduceat is an order of magnitude faster)."""
+        the pairs are grouped by green, and reduceat is an order of magnitude faster), in its dtype."""
         greens, starts = self._segments
-        out = np.zeros((self.n_greens, *per_pair.shape[1:]))
+        out = np.zeros((self.n_greens, *per_pair.shape[1:]), dtype=per_pair.dtype)
         if len(starts):
             out[greens] = np.add.reduceat(per_pair, starts, axis=0)
         return out
 
     @cached_property
+    def _served_by_count(self) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
+        """The greens grouped by how many movements they serve: per group, the greens and their
+        movements (greens x count)."""
+        greens, starts = self._segments
+        counts = np.diff(np.r_[starts, len(self.serve_green)])
+        groups = []
+        for c in np.unique(counts):
+            rows = np.flatnonzero(counts == c)
+            groups.append((greens[rows], self.serve_mov[starts[rows, None] + np.arange(c)]))
+        return groups
+
+    def gather_sum_per_green(self, per_mov: NDArray[FloatT]) -> NDArray[FloatT]:
+        """Per green, the sum of the rows of the movements it serves: `sum_per_green(per_mov[serve_mov])`
+        but for rounding (another summation order), about twice as fast at city scale (no array per
+        serve pair, one gather and sum per group of greens serving equally many movements)."""
+        out = np.zeros((self.n_greens, *per_mov.shape[1:]), dtype=per_mov.dtype)
+        for greens, movs in self._served_by_count:
+            out[greens] = per_mov[movs].sum(axis=1)
+        return out
+
+    @cached_property
     def _green_starts(self) -> NDArray[np.int64]:
-        return np.flatnonzero(np.r_[True, self.green_int[1:] != self.green_int[:-1]])
+        return _run_starts(self.green_int)
+
+    @cached_property
+    def most_served(self) -> int:
+        """The most movements any green serves."""
+        _, starts = self._segments
+        return int(np.diff(np.r_[starts, len(self.serve_green)]).max(initial=1))
+
+    def subset(self, chosen: NDArray[np.bool_]) -> tuple[CityIndex, NDArray[np.int64], NDArray[np.int64]]:
+        """The index of the `chosen` intersections alone, and the rows of their movements and of their
+        greens in the city's arrays. Everything the rule computes is per intersection (an intersection's
+        scores, trust region and fallback read its own movements and greens only), so a subset decides
+        as the whole city would."""
+        greens_kept = chosen[self.green_int]
+        movs_kept = chosen[self.mov_int]
+        pairs_kept = greens_kept[self.serve_green]
+        new_int = np.cumsum(chosen) - 1
+        new_green = np.cumsum(greens_kept) - 1
+        new_mov = np.cumsum(movs_kept) - 1
+        greens, movs, rows = np.flatnonzero(greens_kept), np.flatnonzero(movs_kept), np.flatnonzero(chosen)
+        slots = self.slots[rows]
+        sub = CityIndex(
+            new_green[self.serve_green[pairs_kept]],
+            new_mov[self.serve_mov[pairs_kept]],
+            new_int[self.green_int[greens]],
+            np.where(slots >= 0, new_green[np.maximum(slots, 0)], -1),
+            len(greens),
+            len(rows),
+            new_int[self.mov_int[movs]],
+            self.local[greens],
+        )
+        return sub, movs, greens
 
     def mean_per_intersection(self, per_green: FloatArray) -> FloatArray:
         counts = np.diff(np.r_[self._green_starts, len(self.green_int)])
@@ -178,22 +238,97 @@ def green_features(layout: Layout, obs: Observation) -> FloatArray:
     return np.stack([current, current * np.minimum(obs.time_in_phase[layout.green_int], 120.0) / TIME_SCALE], axis=-1)
 
 
-def _dense_relu(x: FloatArray, w: FloatArray, b: FloatArray) -> FloatArray:
+def _dense_relu(x: NDArray[FloatT], w: NDArray[FloatT], b: NDArray[FloatT]) -> NDArray[FloatT]:
     """relu(x @ w + b), in place: at city scale these arrays are megabytes, and memory traffic,
     not arithmetic, is what an extra temporary costs."""
-    out = x @ w
+    out: NDArray[FloatT] = x @ w
     out += b
-    return np.maximum(out, 0.0, out=out)
+    np.maximum(out, 0.0, out=out)
+    return out
+
+
+def _head(
+    params: dict[str, NDArray[FloatT]], index: CityIndex, mov: NDArray[FloatT], green: NDArray[FloatT]
+) -> tuple[NDArray[FloatT], NDArray[FloatT]]:
+    """The learned part of each green's score, and the greens' embeddings, in the dtype of the inputs.
+    float64 sums in the order of `learn.model`'s reference; float32 in the fastest (its error bound
+    holds for any order)."""
+    h = _dense_relu(_dense_relu(mov, params["w1"], params["b1"]), params["w2"], params["b2"])
+    emb = index.sum_per_green(h[index.serve_mov]) if h.dtype == np.float64 else index.gather_sum_per_green(h)
+    z = _dense_relu(np.concatenate([emb, green], axis=-1), params["w3"], params["b3"])
+    return z @ params["w4"][:, 0] + params["b4"][0], emb
+
+
+F32_UNIT = 2.0**-24  # unit roundoff, round to nearest
+F64_UNIT = 2.0**-53
+GREEN_FEATURE_CAP = np.array([1.0, 120.0 / TIME_SCALE])  # the largest values `green_features` gives
+
+
+def _gamma(n: int, unit: float) -> float:
+    """Higham's gamma_n: a sum of n terms, in any order and with fused multiply-adds or not, is off by
+    at most gamma_(n-1) x the sum of their magnitudes, and a dot product of length n by gamma_n."""
+    return n * unit / (1.0 - n * unit)
+
+
+def _layer_bound(
+    size: FloatArray, error: FloatArray, w: FloatArray, b: FloatArray, unit: float
+) -> tuple[FloatArray, FloatArray]:
+    """Bounds on |y| and on |computed y - exact y| for y = x @ w + b, given |x| <= `size` and the
+    computed x within `error` of the exact x; the weights are rounded to the arithmetic as well.
+    relu shrinks neither, so the same bounds hold after it."""
+    aw, ab = np.abs(w), np.abs(b)
+    grow = 1.0 + unit  # |rounded w| <= (1 + unit) |w|
+    out = size @ aw + ab
+    rounding = _gamma(len(w) + 1, unit) * grow * ((size + error) @ aw + ab)
+    return out, rounding + grow * (error @ aw) + unit * out
+
+
+def head_error_bound(params: dict[str, FloatArray], mov_cap: FloatArray, most_served: int, unit: float) -> float:
+    """How far `_head` computed in arithmetic of unit roundoff `unit` (2^-24: float32, 2^-53: float64)
+    can be from the exact head of any green, for movement inputs with |x| <= `mov_cap` (per feature),
+    greens serving at most `most_served` movements and the green features of `green_features`.
+
+    A forward error bound in the way of Higham (Accuracy and Stability of Numerical Algorithms, ch. 3):
+    it holds for any summation order a BLAS picks. It assumes round-to-nearest IEEE arithmetic with no
+    flush of subnormals to zero (numpy's default); a product that underflows would add up to 2^-126
+    per term, far below the bound's own slack."""
+    size, error = np.asarray(mov_cap, dtype=np.float64), unit * np.asarray(mov_cap, dtype=np.float64)
+    for w, b in (("w1", "b1"), ("w2", "b2")):
+        size, error = _layer_bound(size, error, params[w], params[b], unit)
+    n = float(most_served)
+    size, error = n * size, n * error + _gamma(max(most_served - 1, 0), unit) * n * (size + error)
+    size = np.concatenate([size, GREEN_FEATURE_CAP])
+    error = np.concatenate([error, unit * GREEN_FEATURE_CAP])
+    size, error = _layer_bound(size, error, params["w3"], params["b3"], unit)
+    _, error = _layer_bound(size, error, params["w4"], params["b4"], unit)
+    return float(error[0])
+
+
+def _close_call(
+    index: CityIndex, scores: FloatArray, allowed: NDArray[np.bool_], head_bound: float
+) -> NDArray[np.bool_]:
+    """Intersections whose choice (best allowed green) or favourite (best green) leads the runner-up by at
+    most twice what a score may be off by: `head_bound` in its learned part, plus the rounding of its
+    float64 sum with the anchor's part (at most float64's unit x the score, in either pass)."""
+    logits = masked_logits(index, scores)
+    close = np.zeros(index.n_intersections, dtype=bool)
+    if logits.shape[1] < 2:
+        return close
+    size = np.abs(np.where(index.slots >= 0, logits, 0.0)).max(axis=1)
+    slack = 2.0 * (head_bound + 2.0 * F64_UNIT * size)
+    for ranked in (np.where(allowed, logits, -np.inf), logits):
+        top = np.partition(ranked, -2, axis=1)
+        close |= top[:, -1] - top[:, -2] <= slack
+    return close
 
 
 def forward(
     params: dict[str, FloatArray], index: CityIndex, mov: FloatArray, green: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
-    """Scores (greens) and values (intersections) for one city snapshot; mirrors `learn.model`."""
-    h = _dense_relu(_dense_relu(mov, params["w1"], params["b1"]), params["w2"], params["b2"])
-    emb = index.sum_per_green(h[index.serve_mov])
-    z = _dense_relu(np.concatenate([emb, green], axis=-1), params["w3"], params["b3"])
-    scores = z @ params["w4"][:, 0] + params["b4"][0] + params["alpha"][0] * anchor_scores(index, mov, green)
+    """Scores (greens) and values (intersections) for one city snapshot, in float64: the reference the
+    controller's float32 pass is checked against (`AiController`), and what `learn.model` mirrors."""
+    head, emb = _head(params, index, mov, green)
+    scores = head + params["alpha"][0] * anchor_scores(index, mov, green)
     pooled = index.mean_per_intersection(emb)
     v = _dense_relu(pooled, params["wv1"], params["bv1"])
     values = v @ params["wv2"][:, 0] + params["bv2"][0]
@@ -246,6 +381,7 @@ class Deployed:
     choice: NDArray[np.int64]
     fallback: NDArray[np.bool_]  # inputs out of the training range: the anchor decided
     overruled: NDArray[np.bool_]  # the policy's favourite was outside the trust region
+    allowed: NDArray[np.bool_]  # (intersections x max greens) the trust region
 
 
 def ready(obs: Observation) -> NDArray[np.bool_]:
@@ -271,10 +407,12 @@ def deployed_choice(
     feature_max: FloatArray,
     ood_factor: float,
     trust: float,
+    anchor: FloatArray | None = None,
 ) -> Deployed:
     """The rule that runs, in training's validation as in the controller: the policy's best green
-    inside the trust region; the anchor's choice where the inputs leave the training range."""
-    anchor = anchor_scores(index, mov, green)
+    inside the trust region; the anchor's choice where the inputs leave the training range.
+    `anchor`: `anchor_scores(index, mov, green)` where the caller has it already."""
+    anchor = anchor_scores(index, mov, green) if anchor is None else anchor
     allowed = trust_region(index, anchor, trust)
     favourite = np.argmax(logits, axis=1)
     choice = np.argmax(np.where(allowed, logits, -np.inf), axis=1)
@@ -283,10 +421,17 @@ def deployed_choice(
     fallback = np.bincount(index.mov_int, weights=odd, minlength=index.n_intersections) > 0
     anchor_choice = np.argmax(masked_logits(index, anchor), axis=1)
     choice = np.where(fallback, anchor_choice, choice).astype(np.int64)
-    return Deployed(choice, fallback, overruled & ~fallback)
+    return Deployed(choice, fallback, overruled & ~fallback, allowed)
 
 
 class AiController(Controller):
+    """The deployed rule at run time. Only the intersections that decide at a step (`ready`) are
+    scored, and the learned part of the scores runs in float32 (half the memory traffic of float64).
+    Decisions stay those of the float64 full-city reference (`forward`, `deployed_choice`): the float32
+    error of a score has a proven bound (`head_error_bound`), and an intersection whose best green
+    leads by no more than twice that bound is scored again in float64; one where even float64 cannot
+    tell its greens apart (a lead within float64's own bound) gets the reference's full-city pass."""
+
     name: ClassVar[str] = "ai"
     requires: ClassVar[frozenset[str]] = frozenset({"halting", "vehicles", "occupancy", "backlog"})
 
@@ -303,13 +448,22 @@ class AiController(Controller):
     def reset(self, layout: Layout, position: ProgramPosition, seed: int = 0) -> None:
         super().reset(layout, position, seed)
         self.index = CityIndex.from_layout(layout)
-        self.scores = np.zeros(layout.n_greens)
+        self._params32 = {k: v.astype(np.float32) for k, v in self.params.items()}
+        self.scores = np.full(layout.n_greens, np.nan)
+        self.deciding = np.zeros(layout.n_intersections, dtype=bool)
         self.fallback = np.zeros(layout.n_intersections, dtype=bool)
         self.overruled = np.zeros(layout.n_intersections, dtype=bool)
         self.request = self.hold_all()
         self.counts = {"decisions": 0, "fallback": 0, "overruled": 0}
+        self.rechecks = {"float64": 0, "reference": 0}  # intersections scored again (see the class docstring)
         self._last_obs: Observation | None = None
         self._next = -np.inf
+
+    def needs(self, clock: Observation) -> frozenset[str]:
+        """Lanes only at a decision time where some intersection is ready (one step in `interval`)."""
+        if clock.time < self._next or not ready(clock).any():
+            return frozenset()
+        return self.requires
 
     def decide(self, obs: Observation) -> NDArray[np.int64]:
         if obs.time < self._next:
@@ -317,18 +471,69 @@ class AiController(Controller):
         self._next = obs.time + self.interval
         self._last_obs = obs
         lay = self.lay
-        mov = movement_features(lay, obs)
-        green = green_features(lay, obs)
-        self.scores, _ = forward(self.params, self.index, np.nan_to_num(mov), green)
-        logits = masked_logits(self.index, self.scores)
-        rule = deployed_choice(self.index, logits, mov, green, self.feature_max, self.ood_factor, self.trust)
-        deciding = ready(obs)
-        self.fallback, self.overruled = rule.fallback & deciding, rule.overruled & deciding
-        self.counts["decisions"] += int(deciding.sum())
+        self.deciding = ready(obs)
+        self.request = self.hold_all()
+        self.scores = np.full(lay.n_greens, np.nan)
+        self.fallback = np.zeros(lay.n_intersections, dtype=bool)
+        self.overruled = np.zeros(lay.n_intersections, dtype=bool)
+        if self.deciding.any():
+            sub, movs, greens = self.index.subset(self.deciding)
+            mov = movement_features(lay, obs)
+            green = green_features(lay, obs)
+            rule, scores = self._rule(sub, mov[movs], green[greens])
+            if rule is None:  # a tie even float64 cannot settle: the reference's own full-city pass
+                self.rechecks["reference"] += int(self.deciding.sum())
+                rule, scores = self._reference(mov, green)
+                on = self.deciding
+                rule = Deployed(rule.choice[on], rule.fallback[on], rule.overruled[on], rule.allowed[on])
+                scores = scores[greens]
+            self.scores[greens] = scores
+            self.request[self.deciding] = rule.choice
+            self.fallback[self.deciding] = rule.fallback
+            self.overruled[self.deciding] = rule.overruled
+        self.counts["decisions"] += int(self.deciding.sum())
         self.counts["fallback"] += int(self.fallback.sum())
         self.counts["overruled"] += int(self.overruled.sum())
-        self.request = np.where(deciding, rule.choice, HOLD).astype(np.int64)
         return self.request
+
+    def _rule(self, index: CityIndex, mov: FloatArray, green: FloatArray) -> tuple[Deployed | None, FloatArray]:
+        """The deployed rule for the intersections of `index` (features in their rows), and the scores;
+        None where some intersection's choice is a tie within float64's error bound."""
+        clean = np.nan_to_num(mov)
+        anchor = anchor_scores(index, mov, green)
+        finite = np.isfinite(mov).all()
+        # the reference scores the cleaned features; the rule's anchor reads the raw ones (they differ
+        # only at intersections whose non-finite inputs hand the decision to the anchor anyway)
+        scored_anchor = anchor if finite else anchor_scores(index, clean, green)
+        alpha = self.params["alpha"][0]
+        head, _ = _head(self._params32, index, clean.astype(np.float32), green.astype(np.float32))
+        scores = head.astype(np.float64) + alpha * scored_anchor
+        rule = deployed_choice(index, masked_logits(index, scores), mov, green, self.feature_max, self.ood_factor,
+                               self.trust, anchor)  # fmt: skip
+        learned = ~rule.fallback[index.mov_int]
+        cap = np.abs(clean[learned]).max(axis=0, initial=0.0)
+        bound = head_error_bound(self.params, cap, index.most_served, F32_UNIT)
+        bound64 = head_error_bound(self.params, cap, index.most_served, F64_UNIT)
+        unsure = ~rule.fallback & _close_call(index, scores, rule.allowed, bound + bound64)
+        if not unsure.any():
+            return rule, scores
+        self.rechecks["float64"] += int(unsure.sum())
+        sub, movs, greens = index.subset(unsure)
+        head64, _ = _head(self.params, sub, clean[movs], green[greens])
+        scores[greens] = head64 + alpha * scored_anchor[greens]
+        again = deployed_choice(sub, masked_logits(sub, scores[greens]), mov[movs], green[greens], self.feature_max,
+                                self.ood_factor, self.trust, anchor[greens])  # fmt: skip
+        if _close_call(sub, scores[greens], again.allowed, 2.0 * bound64).any():
+            return None, scores
+        choice, overruled = rule.choice.copy(), rule.overruled.copy()
+        choice[unsure], overruled[unsure] = again.choice, again.overruled
+        return Deployed(choice, rule.fallback, overruled, rule.allowed), scores
+
+    def _reference(self, mov: FloatArray, green: FloatArray) -> tuple[Deployed, FloatArray]:
+        """The float64 full-city rule that the fast path reproduces."""
+        scores, _ = forward(self.params, self.index, np.nan_to_num(mov), green)
+        logits = masked_logits(self.index, scores)
+        return deployed_choice(self.index, logits, mov, green, self.feature_max, self.ood_factor, self.trust), scores
 
     def stats(self) -> dict[str, float]:
         """Shares of intersection decisions taken over by the fallback and by the trust region."""
@@ -340,6 +545,9 @@ class AiController(Controller):
         obs = self._last_obs
         if obs is None:
             return "AI: no decision yet"
+        if not self.deciding[k]:
+            return (f"AI held the signal at its last decision (t = {obs.time:.0f} s): a change was under way or "
+                    f"the green had run less than {MIN_GREEN_S:.0f} s")  # fmt: skip
         start, n = int(lay.green_start[k]), len(lay.intersections[k].greens)
         chosen = int(self.request[k])
         scores = self.scores[start : start + n]

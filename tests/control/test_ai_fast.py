@@ -1,0 +1,198 @@
+"""The AI's run-time path (float32, only the intersections that decide, lanes read only at decision
+steps) decides exactly as the float64 full-city reference (`forward` + `deployed_choice`): on every
+bundled network through the real loop, at constructed near-ties where float32 cannot tell two greens
+apart, and with a float32 error that stays inside its proven bound."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from bundled import BUNDLED, bundled_layout, bundled_scenario
+
+from citysignal.control.ai import (
+    F32_UNIT,
+    AiController,
+    CityIndex,
+    Deployed,
+    _head,
+    default_policy_path,
+    deployed_choice,
+    forward,
+    green_features,
+    head_error_bound,
+    load_policy,
+    masked_logits,
+    movement_features,
+    ready,
+)
+from citysignal.control.guard import GUARD_FIELDS, HOLD, SafetyGuard
+from citysignal.loop import ControlLoop
+from citysignal.network.layout import Layout
+from citysignal.scenarios import resolve
+from citysignal.twin import Twin
+from citysignal.twin.observation import Observation, ProgramPosition
+
+WINDOW_S = 300.0
+
+
+def reference(ai: AiController, obs: Observation) -> tuple[np.ndarray, Deployed]:
+    """What the AI requests at a decision step by the float64 full-city rule, and that rule's result."""
+    lay = ai.lay
+    mov, green = movement_features(lay, obs), green_features(lay, obs)
+    scores, _ = forward(ai.params, ai.index, np.nan_to_num(mov), green)
+    rule = deployed_choice(
+        ai.index, masked_logits(ai.index, scores), mov, green, ai.feature_max, ai.ood_factor, ai.trust
+    )
+    return np.where(ready(obs), rule.choice, HOLD), rule
+
+
+class Compared:
+    """The AI as the loop's decider, each of its decisions checked against the reference; between
+    decisions it gets no lanes at all, as a loop that follows `needs` would hand it."""
+
+    def __init__(self) -> None:
+        self.ai = AiController()
+        self.decisions = 0
+        self.skipped = 0
+
+    def reset(self, layout: Layout, position: ProgramPosition, seed: int = 0) -> None:
+        self.ai.reset(layout, position, seed)
+
+    def decide(self, obs: Observation) -> np.ndarray:
+        clock = Observation(obs.time, obs.phase, obs.time_in_phase)
+        if not self.ai.needs(clock):
+            self.skipped += 1
+            requests = self.ai.decide(clock)  # a lane read here would raise KeyError
+            assert (requests == HOLD).all()
+            return requests
+        expected, rule = reference(self.ai, obs)
+        requests = self.ai.decide(obs)
+        deciding = ready(obs)
+        np.testing.assert_array_equal(requests, expected, err_msg=f"t={obs.time}")
+        np.testing.assert_array_equal(self.ai.fallback, rule.fallback & deciding)
+        np.testing.assert_array_equal(self.ai.overruled, rule.overruled & deciding)
+        self.decisions += int(deciding.sum())
+        return requests
+
+
+@pytest.mark.parametrize("name", BUNDLED)
+def test_decisions_match_the_reference_through_the_loop(name: str) -> None:
+    begin = bundled_scenario(name).begin
+    scenario = resolve(name, begin, begin + WINDOW_S)
+    layout = bundled_layout(name)
+    decider = Compared()
+    guard = SafetyGuard(layout)
+    with Twin(scenario, layout, fields=decider.ai.requires | GUARD_FIELDS) as twin:
+        loop = ControlLoop(twin, guard, decider)
+        loop.start(0)
+        while not loop.done:
+            loop.tick()
+    assert decider.decisions > 0
+    assert decider.skipped >= 0.8 * WINDOW_S  # lanes wanted on about one step in `interval` (10 s)
+    assert guard.stats.violations == 0
+
+
+def _loaded(layout: Layout, seed: int) -> Observation:
+    rng = np.random.default_rng(seed)
+    n, k = len(layout.lanes), layout.n_intersections
+    halting = rng.integers(0, 8, n).astype(float)
+    return Observation(
+        time=100.0,
+        phase=rng.integers(0, 2, k),
+        time_in_phase=rng.uniform(10.0, 60.0, k),
+        vehicles=halting + rng.integers(0, 6, n),
+        halting=halting,
+        occupancy=rng.uniform(0.0, 1.0, n),
+        backlog=np.zeros(n),
+    )
+
+
+def _sharp_ai(layout: Layout) -> AiController:
+    """The shipped policy with its output layer scaled up, so that the learned part of a score weighs
+    as much as the anchor's and moves the choice with the inputs (as in tests/learn's parity test)."""
+    ai = AiController()
+    ai.params["w4"] *= 100.0
+    ai.reset(layout, ProgramPosition(np.zeros(layout.n_intersections, dtype=np.int64), np.zeros(1)))
+    return ai
+
+
+def _tipping_points(ai: AiController, obs: Observation, most: int) -> list[tuple[Observation, Observation]]:
+    """Pairs of observations a float64 step apart in the occupancy of one green's exits, on either side
+    of where the reference's choice at that intersection changes (occupancy feeds only the learned
+    part, continuously)."""
+    lay = ai.lay
+    pairs = []
+    for k in np.flatnonzero(ready(obs)):
+        g = int(lay.green_start[k])
+        exits = lay.mov_out[lay.serve_mov[lay.serve_green == g]]
+
+        def at(t: float, exits: np.ndarray = exits) -> Observation:
+            occupancy = np.array(obs.occupancy)
+            occupancy[exits] = t
+            return replace(obs, occupancy=occupancy)
+
+        def choice(t: float, k: int = k) -> int:
+            return int(reference(ai, at(t))[0][k])
+
+        lo, hi = 0.0, 1.0
+        if choice(lo) == choice(hi):
+            continue
+        while (mid := 0.5 * (lo + hi)) not in (lo, hi):
+            lo, hi = (mid, hi) if choice(mid) == choice(lo) else (lo, mid)
+        pairs.append((at(lo), at(hi)))
+        if len(pairs) == most:
+            break
+    return pairs
+
+
+def test_near_ties_are_settled_as_the_reference_settles_them() -> None:
+    """At a tipping point the two best greens score within float32's error bound, and within float64's:
+    the fast path must notice, score again (in float64, or by the reference's own full-city pass), and
+    choose as the reference on both sides."""
+    layout = bundled_layout("grid4x4")
+    ai = _sharp_ai(layout)
+    pairs = _tipping_points(ai, _loaded(layout, 0), most=4)
+    assert len(pairs) == 4
+    for pair in pairs:
+        for obs in pair:
+            ai.reset(layout, ProgramPosition(np.zeros(layout.n_intersections, dtype=np.int64), np.zeros(1)))
+            requests = ai.decide(obs)
+            np.testing.assert_array_equal(requests, reference(ai, obs)[0])
+            assert ai.rechecks["float64"] + ai.rechecks["reference"] > 0
+    assert ai.rechecks["reference"] > 0
+
+
+def test_float32_scores_stay_within_their_bound() -> None:
+    params, _ = load_policy(default_policy_path())
+    params32 = {k: v.astype(np.float32) for k, v in params.items()}
+    for name in ("manhattan_28x7", "bologna_joined", "cologne8"):
+        layout = bundled_layout(name)
+        index = CityIndex.from_layout(layout)
+        obs = _loaded(layout, 7)
+        mov, green = movement_features(layout, obs), green_features(layout, obs)
+        exact, _ = _head(params, index, mov, green)
+        fast, _ = _head(params32, index, mov.astype(np.float32), green.astype(np.float32))
+        bound = head_error_bound(params, np.abs(mov).max(axis=0), index.most_served, F32_UNIT)
+        error = np.abs(fast.astype(np.float64) - exact).max()
+        assert 0.0 < error <= bound, (name, error, bound)
+
+
+def test_a_subset_scores_as_the_whole_city() -> None:
+    params, _ = load_policy(default_policy_path())
+    layout = bundled_layout("cologne8")
+    index = CityIndex.from_layout(layout)
+    obs = _loaded(layout, 2)
+    mov, green = movement_features(layout, obs), green_features(layout, obs)
+    chosen = np.arange(layout.n_intersections) % 3 == 1
+    sub, movs, greens = index.subset(chosen)
+    assert sub.n_intersections == chosen.sum() and np.array_equal(
+        np.unique(layout.mov_int[movs]), np.flatnonzero(chosen)
+    )
+    whole, _ = forward(params, index, mov, green)
+    part, _ = forward(params, sub, mov[movs], green[greens])
+    np.testing.assert_allclose(part, whole[greens], rtol=1e-12)
+    np.testing.assert_array_equal(
+        np.argmax(masked_logits(sub, part), axis=1), np.argmax(masked_logits(index, whole), axis=1)[chosen]
+    )
