@@ -425,7 +425,17 @@ def deployed_choice(
 
 
 class AiController(Controller):
-    """The deployed rule at run time. Only the intersections that decide at a step (`ready`) are
+    """The shipped learned policy as a controller (the model and its safeguards: the module docstring).
+
+    Every `interval` seconds it decides for the intersections that are `ready` (in a green that has run
+    `MIN_GREEN_S`); the others, and every step in between, hold. A deciding intersection gets the policy's
+    best green inside the trust region around Advanced-MP (`trust`), or Advanced-MP's own choice where a
+    movement's features leave the training range by more than `ood_factor`: `deployed_choice`, the rule
+    training validates with. Weights come from `policy` (a `.npz` from `learn.export`; default: the shipped
+    one, `default_policy_path`); inference is NumPy only. `stats()` gives the shares of decisions the
+    fallback and the trust region took over; `explain(k)` why intersection k got its last request.
+
+    Speed: only the intersections that decide at a step (`ready`) are
     scored, and the learned part of the scores runs in float32 (half the memory traffic of float64).
     Decisions stay those of the float64 full-city reference (`forward`, `deployed_choice`): the float32
     error of a score has a proven bound (`head_error_bound`), and an intersection whose best green
