@@ -41,6 +41,9 @@ FAULTS_HELP = (
     "metrics; the controller then runs behind detector checks (queue model, fixed-time fallback). 0: the checks "
     "on healthy detectors; default: no checks."
 )
+EMERGENCY_HELP = "Emergency vehicles per hour added on random routes (seeded by the run's seed), preempted for."
+BUSES_HELP = "Buses per hour added on random routes; one that has lost time gets an early or extended green."
+NO_PRIORITY_HELP = "The same added vehicles with no preemption or priority: the baseline."
 
 
 def _note(scenario: Scenario) -> None:
@@ -141,6 +144,9 @@ def bench(
     detector_faults: Annotated[float | None, typer.Option(help=FAULTS_HELP)] = None,
     fault_kind: Annotated[str, typer.Option(help="stuck, missing, noisy, chattering or mixed.")] = "mixed",
     fault_seed: Annotated[int, typer.Option(help="Seed of the draw of faulty lanes, kinds and onsets.")] = 0,
+    emergency_per_hour: Annotated[float, typer.Option(min=0.0, help=EMERGENCY_HELP)] = 0.0,
+    buses_per_hour: Annotated[float, typer.Option(min=0.0, help=BUSES_HELP)] = 0.0,
+    no_priority: Annotated[bool, typer.Option("--no-priority", help=NO_PRIORITY_HELP)] = False,
 ) -> None:
     """Benchmark controllers on scenarios with the RESCO metric, through the safety guard."""
     from citysignal.bench import report
@@ -148,6 +154,7 @@ def bench(
     from citysignal.control import make_controller
     from citysignal.network import load_network
     from citysignal.scenarios import resolve
+    from citysignal.scenarios.priority import PriorityDemand
     from citysignal.twin.faults import FaultSpec
 
     window = time_option(begin, "--begin"), time_option(end, "--end")
@@ -159,11 +166,12 @@ def bench(
     for sc in resolved:  # a bad net fails here in one line, not inside a worker
         load_network(sc.net_file, sc.additional_files)
     jobs = [
-        Job(sc, c, DEFAULT_SEED + k, max_red, policy if c.startswith("ai") else None, faults=faults)
+        Job(sc, c, DEFAULT_SEED + k, max_red, policy if c.startswith("ai") else None, faults=faults,
+            priority=PriorityDemand(emergency_per_hour, buses_per_hour, DEFAULT_SEED + k), priority_on=not no_priority)
         for sc in resolved
         for c in names
         for k in range(seeds)
-    ]
+    ]  # fmt: skip
 
     err = Console(stderr=True)
     with _progress(err, transient=True) as progress:  # transient: a failed run leaves only its error line

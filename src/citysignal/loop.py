@@ -12,7 +12,9 @@ through this one loop; they differ only in what they plug into it:
   `control.health.DetectorSupervisor`) tells the guard which readings to trust;
 - detector faults (`twin.faults.DetectorFaults`), applied to what the decider and the guard see, never to
   what is recorded;
-- a recorder: a function handed every `Tick` after the writes and before the step.
+- a recorder: a function handed every `Tick` after the writes and before the step;
+- priority (`control.priority.Priority`): emergency vehicles' and late buses' calls (`Observation.calls`)
+  become greens the guard holds.
 
 The `SafetyGuard` stays the only source of the states written. In monitor mode (SUMO runs its own
 program, e.g. `actuated`) nothing is decided or written: the guard checks what the backend shows.
@@ -36,6 +38,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from citysignal.control.guard import SafetyGuard
+from citysignal.control.priority import Priority
 from citysignal.network.layout import Layout
 from citysignal.twin.faults import DetectorFaults
 from citysignal.twin.observation import Observation, ProgramPosition
@@ -144,6 +147,7 @@ class ControlLoop(Generic[B]):
         monitor: bool = False,
         faults: DetectorFaults | None = None,
         recorder: Callable[[Tick], None] | None = None,
+        priority: Priority | None = None,
     ) -> None:
         self.backend = backend
         self.guard = guard
@@ -152,6 +156,7 @@ class ControlLoop(Generic[B]):
         self.monitor = monitor
         self.faults = faults  # may be set between steps (the service draws them once the start time is known)
         self.recorder = recorder
+        self.priority = priority  # emergency preemption and transit priority, held by the guard
         self.steps = 0
         self.clock = dict.fromkeys(("observe", "decide", "guard", "step"), 0.0)
         self._inputs = decider.guard_inputs if isinstance(decider, Supervised) else None
@@ -223,7 +228,8 @@ class ControlLoop(Generic[B]):
             halting, passed = (
                 self._inputs(seen) if self._inputs is not None else (obs.lane("halting"), obs.lane("passed"))
             )
-            backend.write(guard.apply(now, requests, halting, passed, obs.lane("box")))
+            hold = self.priority.hold(now, obs.calls, guard.green) if self.priority is not None else None
+            backend.write(guard.apply(now, requests, halting, passed, obs.lane("box"), hold))
         t3 = time.perf_counter()
         tick = Tick(self.steps, now, obs, requests, t2 - t1)
         if self.recorder is not None:

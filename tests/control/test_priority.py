@@ -85,7 +85,7 @@ def test_bus_priority_is_capped_and_rate_limited() -> None:
     priority = Priority(layout)
     green = np.zeros(layout.n_intersections, dtype=np.int64)
     s0 = next(s for s in range(layout.intersections[0].n_signals) if layout.intersections[0].serve_signals[0, s])
-    on_time = PriorityCall(0, s0, "bus", "bus0", 50.0, BUS_LATE_S - 1)
+    on_time = PriorityCall(0, s0, "bus", "bus0", 50.0, BUS_LATE_S)
     late = PriorityCall(0, s0, "bus", "bus0", 50.0, BUS_LATE_S + 1)
     assert priority.hold(1.0, (on_time,), green)[0] == HOLD
     held = [priority.hold(float(t), (late,), green)[0] for t in range(2, 40)]

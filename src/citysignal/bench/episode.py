@@ -37,12 +37,15 @@ from citysignal.bench.metrics import delay_by_depart, trip_metrics
 from citysignal.control import SafetyGuard, make_controller
 from citysignal.control.guard import DEFAULT_MAX_RED_S, GUARD_FIELDS, HOLD, GuardStats
 from citysignal.control.health import DetectorSupervisor
+from citysignal.control.priority import REACH_M as PRIORITY_REACH_M
+from citysignal.control.priority import Priority
 from citysignal.errors import UserError
 from citysignal.loop import ControlLoop, Tick
 from citysignal.network import load_network
 from citysignal.network.layout import Layout
 from citysignal.network.plans import write_actuated
 from citysignal.scenarios import Scenario
+from citysignal.scenarios.priority import PriorityDemand, write_priority_vehicles
 from citysignal.twin import Twin
 from citysignal.twin.faults import DetectorFaults, FaultSpec
 from citysignal.twin.observation import Observation
@@ -86,10 +89,11 @@ class EpisodeResult:
     fork: Fork | None = None  # with `keep_fork`: the twin at the end
 
     def row(self) -> dict[str, object]:
-        from citysignal.bench.metrics import METRIC_KEYS
+        from citysignal.bench.metrics import METRIC_KEYS, PRIORITY_KEYS
 
+        priority = {k: self.metrics[k] for k in PRIORITY_KEYS if k in self.metrics}
         return {"scenario": self.scenario, "controller": self.controller, "seed": self.seed,
-                **{k: self.metrics[k] for k in METRIC_KEYS}, **self.controller_stats}  # fmt: skip
+                **{k: self.metrics[k] for k in METRIC_KEYS}, **priority, **self.controller_stats}  # fmt: skip
 
 
 class _Recorder:
@@ -157,6 +161,8 @@ def run_episode(
     faults: FaultSpec | None = None,
     start: Fork | None = None,
     keep_fork: bool = False,
+    priority: PriorityDemand | None = None,
+    priority_on: bool = True,
 ) -> EpisodeResult:
     """Run one episode; `on_step(fraction_done)` is called every recorded interval.
 
@@ -165,7 +171,9 @@ def run_episode(
     (fraction 0 included) the controller and the guard see the faulty detectors through a
     `DetectorSupervisor`; the records and metrics always come from the true readings. With `start`, the
     episode begins at that fork (the scenario's begin is replaced by the fork's time); with `keep_fork`,
-    the result carries a `Fork` of the twin at the end."""
+    the result carries a `Fork` of the twin at the end. With `priority`, emergency vehicles and buses join
+    the scenario's traffic (`scenarios.priority`) and get preemption and priority unless `priority_on` is
+    False (the baseline: the same vehicles, no priority)."""
     _reset_peak_rss()
     if start is not None:
         scenario = scenario.with_window(start.time, scenario.end)
@@ -179,6 +187,9 @@ def run_episode(
     decider = supervisor or controller
     if monitor and (start is not None or keep_fork):
         raise UserError(f"'{controller_name}' is SUMO's own program: it cannot run from or leave a fork")
+    vehicles = priority is not None and not priority.empty
+    if monitor and vehicles and priority_on:
+        raise UserError(f"'{controller_name}' is SUMO's own program: it cannot give priority (add --no-priority)")
     fields = decider.requires | GUARD_FIELDS | ({"vehicles"} if start is not None or keep_fork else set())
     result = EpisodeResult(scenario.name, controller_name, seed, {})
     record = _Recorder(result, layout, scenario, snapshot_at, on_step, first_lanes=start is not None)
@@ -186,10 +197,15 @@ def run_episode(
         tmp = Path(tmp_name)
         tripinfo = tmp / "tripinfo.xml"
         extra = (write_actuated(layout.intersections, tmp / "actuated.add.xml"),) if monitor else ()
+        if priority is not None and vehicles:
+            extra += (write_priority_vehicles(scenario, priority, tmp / "priority.add.xml"),)
+        helper = Priority(layout, enabled=priority_on) if vehicles else None
         started = time.perf_counter()
         teleports = 0
-        with Twin(scenario, layout, seed=seed, fields=fields, tripinfo=tripinfo, extra_additional=extra) as twin:
-            loop = ControlLoop(twin, guard, decider, monitor=monitor, faults=faulty, recorder=record)
+        reach = PRIORITY_REACH_M if helper is not None else None
+        with Twin(scenario, layout, seed=seed, fields=fields, tripinfo=tripinfo, extra_additional=extra,
+                  priority_reach=reach) as twin:  # fmt: skip
+            loop = ControlLoop(twin, guard, decider, monitor=monitor, faults=faulty, recorder=record, priority=helper)
             if start is not None:
                 loop.resume(start.sumo_state, start.guard_state, seed)
                 guard.stats = GuardStats()  # counters count from the fork
@@ -231,6 +247,8 @@ def run_episode(
         decisions=len(decide_ms),
         peak_rss_mb=round(_peak_rss_mb(), 1),
     )
+    if helper is not None:
+        metrics.update(helper.counts)
     result.controller_stats = dict(decider.stats())
     metrics.update(result.controller_stats)
     result.metrics = metrics

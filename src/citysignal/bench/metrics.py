@@ -43,6 +43,8 @@ METRIC_KEYS = (
     "peak_rss_mb",
 )
 
+PRIORITY_KEYS = ("emergency_delay", "bus_delay", "preemptions", "bus_grants")  # runs with priority vehicles
+
 
 def _scheduled_in_window(row: dict[str, str]) -> bool:
     """SUMO also reports vehicles scheduled at exactly the end as undeparted (with no delay); they

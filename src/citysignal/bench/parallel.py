@@ -17,6 +17,7 @@ from citysignal.bench.cluster import init_ray
 from citysignal.bench.episode import EpisodeResult, Fork, run_episode
 from citysignal.control.guard import DEFAULT_MAX_RED_S
 from citysignal.scenarios import Scenario
+from citysignal.scenarios.priority import PriorityDemand
 from citysignal.twin.faults import FaultSpec
 
 
@@ -30,6 +31,8 @@ class Job:
     snapshot_at: float | None = None
     faults: FaultSpec | None = None
     start: Fork | None = None  # begin at this fork of the twin (what-if), not at the scenario's begin
+    priority: PriorityDemand | None = None  # emergency vehicles and buses added to the scenario
+    priority_on: bool = True
 
     @property
     def label(self) -> str:
@@ -39,7 +42,7 @@ class Job:
 def _run(job: Job, on_step: Callable[[float], None] | None = None) -> EpisodeResult:
     j = job
     return run_episode(j.scenario, j.controller, j.seed, j.max_red, on_step, j.policy, j.snapshot_at, j.faults,
-                       j.start)  # fmt: skip
+                       j.start, priority=j.priority, priority_on=j.priority_on)  # fmt: skip
 
 
 def run_jobs(
