@@ -70,6 +70,7 @@ def main() -> None:
                "| speed-up | to the fork micro s | to the fork meso s |", rule]  # fmt: skip
     detail = ["| map | candidate | micro rank | meso rank | micro delay s | meso delay s | micro arrived "
               "| meso arrived | micro wall s | meso wall s |", rule]  # fmt: skip
+    agree = {"order": 0, "winner": 0, "maps": 0}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="citysignal-meso-bench-") as tmp:
         for spec in args.maps.split(","):
@@ -93,6 +94,9 @@ def main() -> None:
             signs = pair_signs(delay[False], delay[True])
             tau = sum(signs) / len(signs) if signs else 1.0  # Kendall's tau-a: ties count 0
             micro, meso_ = races[False].race_wall_s, races[True].race_wall_s
+            agree["maps"] += 1
+            agree["order"] += min(signs, default=1.0) >= 0
+            agree["winner"] += order[False][0] == order[True][0]
             summary.append(
                 f"| {name} | {when} | {'yes' if min(signs, default=1.0) >= 0 else 'no'} "
                 f"| {'yes' if order[False][0] == order[True][0] else 'no'} | {tau:.2f} | {micro:.1f} | {meso_:.1f} "
@@ -124,7 +128,9 @@ def main() -> None:
         "`plan:coordinated` / `plan:isolated` (`citysignal plan export MAP --period` of the fork's hour, with and "
         "without green-wave offsets); ranks by RESCO delay over the horizon; same order: no pair of candidates the "
         "other way round (ties aside); Kendall's tau-a over the pairs, a tie counting 0 (`webster` re-times after "
-        "5 min, so it can tie with `fixed`)\n\n" + "\n".join(summary) + "\n\n" + "\n".join(detail) + "\n"
+        "5 min, so it can tie with `fixed`)\n"
+        f"- meso ranks the candidates as micro does on {agree['order']} of {agree['maps']} maps, with the same winner "
+        f"on {agree['winner']}\n\n" + "\n".join(summary) + "\n\n" + "\n".join(detail) + "\n"
     )
     update_section(args.out, SECTION, body)
     print(body)
