@@ -493,7 +493,7 @@ class AiController(Controller):
             rule, scores = self._rule(sub, mov[movs], green[greens])
             if rule is None:  # a tie even float64 cannot settle: the reference's own full-city pass
                 self.rechecks["reference"] += int(self.deciding.sum())
-                rule, scores = self._reference(mov, green)
+                rule, scores = self.reference(obs)
                 on = self.deciding
                 rule = Deployed(rule.choice[on], rule.fallback[on], rule.overruled[on], rule.allowed[on])
                 scores = scores[greens]
@@ -539,8 +539,10 @@ class AiController(Controller):
         choice[unsure], overruled[unsure] = again.choice, again.overruled
         return Deployed(choice, rule.fallback, overruled, rule.allowed), scores
 
-    def _reference(self, mov: FloatArray, green: FloatArray) -> tuple[Deployed, FloatArray]:
-        """The float64 full-city rule that the fast path reproduces."""
+    def reference(self, obs: Observation) -> tuple[Deployed, FloatArray]:
+        """The rule and scores of every intersection (ready or not) by the float64 full-city pass, which
+        `decide` reproduces for the ready ones."""
+        mov, green = movement_features(self.lay, obs), green_features(self.lay, obs)
         scores, _ = forward(self.params, self.index, np.nan_to_num(mov), green)
         logits = masked_logits(self.index, scores)
         return deployed_choice(self.index, logits, mov, green, self.feature_max, self.ood_factor, self.trust), scores
