@@ -178,6 +178,8 @@ class WhatIfRunner:
             race.status = "done"
         except _RaceFailed as exc:
             race.error, race.status = str(exc), "failed"
+        except Exception as exc:  # a race that breaks must say so, not stay "running" for ever
+            race.error, race.status = f"{type(exc).__name__}: {exc}", "failed"
         finally:
             self.release()
         self._audit(race)
