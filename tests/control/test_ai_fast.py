@@ -16,6 +16,7 @@ from citysignal.control.ai import (
     AiController,
     CityIndex,
     Deployed,
+    Float32Head,
     _head,
     default_policy_path,
     deployed_choice,
@@ -166,14 +167,14 @@ def test_near_ties_are_settled_as_the_reference_settles_them() -> None:
 
 def test_float32_scores_stay_within_their_bound() -> None:
     params, _ = load_policy(default_policy_path())
-    params32 = {k: v.astype(np.float32) for k, v in params.items()}
+    head32 = Float32Head.of(params)
     for name in ("manhattan_28x7", "bologna_joined", "cologne8"):
         layout = bundled_layout(name)
         index = CityIndex.from_layout(layout)
         obs = _loaded(layout, 7)
         mov, green = movement_features(layout, obs), green_features(layout, obs)
         exact, _ = _head(params, index, mov, green)
-        fast, _ = _head(params32, index, mov.astype(np.float32), green.astype(np.float32))
+        fast = head32(index, mov, green)
         bound = head_error_bound(params, np.abs(mov).max(axis=0), index.most_served, F32_UNIT)
         error = np.abs(fast.astype(np.float64) - exact).max()
         assert 0.0 < error <= bound, (name, error, bound)

@@ -112,22 +112,28 @@ class CityIndex:
     @cached_property
     def _served_by_count(self) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
         """The greens grouped by how many movements they serve: per group, the greens and their
-        movements (greens x count)."""
+        movements (count x greens: the greens' first movements, their second ones, ...)."""
         greens, starts = self._segments
         counts = np.diff(np.r_[starts, len(self.serve_green)])
         groups = []
         for c in np.unique(counts):
             rows = np.flatnonzero(counts == c)
-            groups.append((greens[rows], self.serve_mov[starts[rows, None] + np.arange(c)]))
+            groups.append((greens[rows], self.serve_mov[starts[rows] + np.arange(c)[:, None]]))
         return groups
 
     def gather_sum_per_green(self, per_mov: NDArray[FloatT]) -> NDArray[FloatT]:
         """Per green, the sum of the rows of the movements it serves: `sum_per_green(per_mov[serve_mov])`
-        but for rounding (another summation order), about twice as fast at city scale (no array per
-        serve pair, one gather and sum per group of greens serving equally many movements)."""
+        but for rounding (another summation order), several times faster at city scale: per group of
+        greens serving equally many movements, their k-th movements are gathered into one buffer and
+        added, with no array per serve pair."""
         out = np.zeros((self.n_greens, *per_mov.shape[1:]), dtype=per_mov.dtype)
         for greens, movs in self._served_by_count:
-            out[greens] = per_mov[movs].sum(axis=1)
+            total = np.take(per_mov, movs[0], axis=0)
+            row = np.empty_like(total)
+            for k_th in movs[1:]:
+                np.take(per_mov, k_th, axis=0, out=row)
+                total += row
+            out[greens] = total
         return out
 
     @cached_property
@@ -248,15 +254,51 @@ def _dense_relu(x: NDArray[FloatT], w: NDArray[FloatT], b: NDArray[FloatT]) -> N
 
 
 def _head(
-    params: dict[str, NDArray[FloatT]], index: CityIndex, mov: NDArray[FloatT], green: NDArray[FloatT]
-) -> tuple[NDArray[FloatT], NDArray[FloatT]]:
-    """The learned part of each green's score, and the greens' embeddings, in the dtype of the inputs.
-    float64 sums in the order of `learn.model`'s reference; float32 in the fastest (its error bound
-    holds for any order)."""
+    params: dict[str, FloatArray], index: CityIndex, mov: FloatArray, green: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """The learned part of each green's score, and the greens' embeddings (float64, the reference)."""
     h = _dense_relu(_dense_relu(mov, params["w1"], params["b1"]), params["w2"], params["b2"])
-    emb = index.sum_per_green(h[index.serve_mov]) if h.dtype == np.float64 else index.gather_sum_per_green(h)
+    emb = index.sum_per_green(h[index.serve_mov])
     z = _dense_relu(np.concatenate([emb, green], axis=-1), params["w3"], params["b3"])
     return z @ params["w4"][:, 0] + params["b4"][0], emb
+
+
+@dataclass(frozen=True)
+class Float32Head:
+    """`_head`'s scores in float32, for the run-time controller. The two movement layers take their bias
+    inside the matrix product (an input column of ones, and an output of the first layer that stays
+    1 for the second), which saves a pass over the largest arrays per layer; the greens' sums take
+    the fastest order. `head_error_bound` holds for both: each output is still one rounded sum of
+    the same products and bias."""
+
+    w1: NDArray[np.float32]  # (features + 1) x (hidden + 1): [w1 | 0; b1 | 1]
+    w2: NDArray[np.float32]  # (hidden + 1) x hidden: [w2; b2]
+    w3: NDArray[np.float32]
+    b3: NDArray[np.float32]
+    w4: NDArray[np.float32]  # hidden
+    b4: np.float32
+
+    @classmethod
+    def of(cls, params: dict[str, FloatArray]) -> Float32Head:
+        features, hidden = params["w1"].shape
+        w1 = np.zeros((features + 1, hidden + 1), dtype=np.float32)
+        w1[:features, :hidden], w1[features, :hidden], w1[features, hidden] = params["w1"], params["b1"], 1.0
+        w2 = np.vstack([params["w2"], params["b2"][None, :]]).astype(np.float32)
+        f32 = {k: params[k].astype(np.float32) for k in ("w3", "b3", "w4", "b4")}
+        return cls(w1, w2, f32["w3"], f32["b3"], f32["w4"][:, 0], f32["b4"][0])
+
+    def __call__(self, index: CityIndex, mov: FloatArray, green: FloatArray) -> NDArray[np.float32]:
+        x = np.empty((len(mov), mov.shape[1] + 1), dtype=np.float32)
+        x[:, :-1] = mov
+        x[:, -1] = 1.0
+        h: NDArray[np.float32] = x @ self.w1
+        np.maximum(h, 0.0, out=h)
+        h = h @ self.w2
+        np.maximum(h, 0.0, out=h)
+        emb = index.gather_sum_per_green(h)
+        z = _dense_relu(np.concatenate([emb, green.astype(np.float32)], axis=-1), self.w3, self.b3)
+        out: NDArray[np.float32] = z @ self.w4 + self.b4
+        return out
 
 
 F32_UNIT = 2.0**-24  # unit roundoff, round to nearest
@@ -399,6 +441,21 @@ def trust_region(index: CityIndex, anchor: FloatArray, trust: float) -> NDArray[
     return np.asarray(allowed)
 
 
+def _out_of_range(mov: FloatArray, cap: FloatArray) -> NDArray[np.bool_]:
+    """Per movement: some feature is not finite, or above its `cap`. Column by column: NumPy reduces
+    across a row of six features several times slower than it combines six columns."""
+    ok = np.ones(len(mov), dtype=bool)
+    for j in range(mov.shape[1]):
+        column = mov[:, j]
+        ok &= np.isfinite(column) & (column <= cap[j])
+    return ~ok
+
+
+def _feature_caps(mov: FloatArray) -> FloatArray:
+    """The largest magnitude of each feature (column by column, as `_out_of_range`)."""
+    return np.array([np.abs(mov[:, j]).max(initial=0.0) for j in range(mov.shape[1])])
+
+
 def deployed_choice(
     index: CityIndex,
     logits: FloatArray,
@@ -417,7 +474,7 @@ def deployed_choice(
     favourite = np.argmax(logits, axis=1)
     choice = np.argmax(np.where(allowed, logits, -np.inf), axis=1)
     overruled = ~np.take_along_axis(allowed, favourite[:, None], axis=1)[:, 0]
-    odd = ~np.isfinite(mov).all(axis=1) | (mov > ood_factor * feature_max).any(axis=1)
+    odd = _out_of_range(mov, ood_factor * feature_max)
     fallback = np.bincount(index.mov_int, weights=odd, minlength=index.n_intersections) > 0
     anchor_choice = np.argmax(masked_logits(index, anchor), axis=1)
     choice = np.where(fallback, anchor_choice, choice).astype(np.int64)
@@ -458,7 +515,7 @@ class AiController(Controller):
     def reset(self, layout: Layout, position: ProgramPosition, seed: int = 0) -> None:
         super().reset(layout, position, seed)
         self.index = CityIndex.from_layout(layout)
-        self._params32 = {k: v.astype(np.float32) for k, v in self.params.items()}
+        self._head32 = Float32Head.of(self.params)
         self.scores = np.full(layout.n_greens, np.nan)
         self.deciding = np.zeros(layout.n_intersections, dtype=bool)
         self.fallback = np.zeros(layout.n_intersections, dtype=bool)
@@ -509,19 +566,24 @@ class AiController(Controller):
     def _rule(self, index: CityIndex, mov: FloatArray, green: FloatArray) -> tuple[Deployed | None, FloatArray]:
         """The deployed rule for the intersections of `index` (features in their rows), and the scores;
         None where some intersection's choice is a tie within float64's error bound."""
-        clean = np.nan_to_num(mov)
+        finite = bool(np.isfinite(mov).all())
+        clean = mov if finite else np.nan_to_num(mov)
         anchor = anchor_scores(index, mov, green)
-        finite = np.isfinite(mov).all()
         # the reference scores the cleaned features; the rule's anchor reads the raw ones (they differ
         # only at intersections whose non-finite inputs hand the decision to the anchor anyway)
         scored_anchor = anchor if finite else anchor_scores(index, clean, green)
         alpha = self.params["alpha"][0]
-        head, _ = _head(self._params32, index, clean.astype(np.float32), green.astype(np.float32))
+        head = self._head32(index, clean, green)
         scores = head.astype(np.float64) + alpha * scored_anchor
         rule = deployed_choice(index, masked_logits(index, scores), mov, green, self.feature_max, self.ood_factor,
                                self.trust, anchor)  # fmt: skip
-        learned = ~rule.fallback[index.mov_int]
-        cap = np.abs(clean[learned]).max(axis=0, initial=0.0)
+        # the largest inputs the learned part saw where it counts (not where the anchor decided): within
+        # the training range there, so no larger than `ood_factor` x its maxima
+        in_range = self.ood_factor * self.feature_max
+        if finite and mov.min() >= 0.0:
+            cap = np.minimum(_feature_caps(mov), in_range)
+        else:
+            cap = _feature_caps(clean[~rule.fallback[index.mov_int]])
         bound = head_error_bound(self.params, cap, index.most_served, F32_UNIT)
         bound64 = head_error_bound(self.params, cap, index.most_served, F64_UNIT)
         unsure = ~rule.fallback & _close_call(index, scores, rule.allowed, bound + bound64)
