@@ -8,7 +8,7 @@ import numpy as np
 from bundled import bundled_layout
 
 from citysignal.control.guard import HOLD, SafetyGuard
-from citysignal.control.priority import BUS_EVERY_S, BUS_HOLD_S, BUS_LATE_S, Priority
+from citysignal.control.priority import BUS_EVERY_S, BUS_HOLD_S, BUS_LATE_S, PREEMPT_MAX_S, Priority
 from citysignal.network import signals
 from citysignal.network.layout import Layout
 from citysignal.twin.observation import PriorityCall, ProgramPosition
@@ -95,3 +95,13 @@ def test_bus_priority_is_capped_and_rate_limited() -> None:
     assert priority.hold(45.0, (again,), green)[0] == HOLD  # one grant per BUS_EVERY_S
     assert priority.hold(2.0 + BUS_EVERY_S, (again,), green)[0] == 0
     assert priority.counts["bus_grants"] == 2
+
+
+def test_a_stuck_emergency_vehicle_holds_its_green_for_a_bounded_time() -> None:
+    layout = bundled_layout("cologne1")
+    priority = Priority(layout)
+    green = np.zeros(layout.n_intersections, dtype=np.int64)
+    stuck = PriorityCall(0, _signal_only(layout, 0, 1), "emergency", "stuck", 40.0, 0.0)
+    held = [priority.hold(float(t), (stuck,), green)[0] for t in range(1, int(PREEMPT_MAX_S) + 30)]
+    assert held[0] == 1 and held[-1] == HOLD
+    assert sum(h == 1 for h in held) <= PREEMPT_MAX_S + 1

@@ -8,8 +8,11 @@ green's min green, the transition's yellow and all-red, the clearance check) and
 hold lasts; then the controller's requests count again.
 
 - Preemption: the first emergency vehicle to call an intersection holds the green serving its signal
-  until it has passed (its call ends). A second one waits its turn (first come, first served); one
-  that the held green also serves passes with it.
+  until it has passed (its call ends), for at most `PREEMPT_MAX_S`: a vehicle that does not get through
+  in that time is stuck behind something a green cannot clear (a queue into a full street), and
+  holding on starves the rest of the junction into gridlock (measured on cologne8 under max-pressure:
+  general traffic 27 -> 112 s/vehicle with an unbounded hold). A second one waits its turn (first come,
+  first served); one that the held green also serves passes with it.
 - Transit priority: a bus that has lost more than `BUS_LATE_S` to traffic (the added buses carry no
   timetable, so a bus is behind schedule by any time it lost) gets the green serving it early, or
   kept, for at most `BUS_HOLD_S` once that green shows, and an intersection grants this at most once
@@ -33,7 +36,9 @@ from citysignal.control.guard import HOLD
 from citysignal.network.layout import Layout
 from citysignal.twin.observation import PriorityCall
 
-REACH_M = 150.0  # a call starts this far from the stop line (a typical preemption detector setback)
+REACH_M = 300.0  # an emergency vehicle calls this far from the stop line (GPS/optical preemption range)
+BUS_REACH_M = 150.0  # a bus calls from here (a transit-priority detector's setback)
+PREEMPT_MAX_S = 60.0
 BUS_LATE_S = 0.0
 BUS_HOLD_S = 15.0
 BUS_EVERY_S = 60.0
@@ -57,7 +62,8 @@ class Priority:
         self.enabled = enabled
         n = layout.n_intersections
         self._first_call: dict[str, float] = {}  # emergency vehicle -> when it first called
-        self._emergency: dict[int, str] = {}  # intersection -> the emergency vehicle it serves now
+        self._emergency: dict[int, tuple[str, float]] = {}  # intersection -> vehicle it serves, since when
+        self._expired: set[tuple[int, str]] = set()  # (intersection, vehicle) holds that ran out
         self._bus: dict[int, _Grant] = {}
         self._last_grant = np.full(n, -np.inf)
         self.counts = {"preemptions": 0, "bus_grants": 0}
@@ -72,25 +78,35 @@ class Priority:
             self._first_call.setdefault(c.vehicle, now)
         if not self.enabled:
             return hold
+        self._expired = {(k, v) for k, v in self._expired if v in calling}
         by_int: dict[int, PriorityCall] = {}
         for c in sorted(emergency, key=lambda c: (self._first_call[c.vehicle], c.distance)):
-            by_int.setdefault(c.intersection, c)
+            if (c.intersection, c.vehicle) not in self._expired:
+                by_int.setdefault(c.intersection, c)
         for k, c in by_int.items():
             g = self._serving(k, c.signal, int(green[k]))
             if g == HOLD:
                 continue
-            if self._emergency.get(k) != c.vehicle:
+            vehicle, since = self._emergency.get(k, ("", now))
+            if vehicle != c.vehicle:
                 self.counts["preemptions"] += 1
-                self._emergency[k] = c.vehicle
+                self._emergency[k] = (c.vehicle, now)
+            elif now - since > PREEMPT_MAX_S:
+                self._expired.add((k, c.vehicle))
+                continue
             hold[k] = g
-        self._emergency = {k: v for k, v in self._emergency.items() if k in by_int}
+        self._emergency = {k: v for k, v in self._emergency.items() if k in by_int and hold[k] != HOLD}
         self._transit(now, calls, green, hold)
         return hold
 
     def _transit(
         self, now: float, calls: tuple[PriorityCall, ...], green: NDArray[np.int64], hold: NDArray[np.int64]
     ) -> None:
-        late = {(c.intersection, c.vehicle): c for c in calls if c.kind == "bus" and c.time_lost > BUS_LATE_S}
+        late = {
+            (c.intersection, c.vehicle): c
+            for c in calls
+            if c.kind == "bus" and c.time_lost > BUS_LATE_S and c.distance <= BUS_REACH_M
+        }
         for k, grant in list(self._bus.items()):
             if grant.shown_at is None and green[k] == grant.green:
                 grant.shown_at = now
@@ -121,6 +137,6 @@ class Priority:
     def active(self) -> list[dict[str, str]]:
         """The preemptions and bus priority grants in force, for the dashboard and the audit log."""
         ids = self.layout.ids
-        rows = [{"intersection": ids[k], "kind": "emergency", "vehicle": v} for k, v in sorted(self._emergency.items())]
+        rows = [{"intersection": ids[k], "kind": "emergency", "vehicle": v} for k, (v, _) in self._emergency.items()]
         rows += [{"intersection": ids[k], "kind": "bus", "vehicle": g.vehicle} for k, g in sorted(self._bus.items())]
         return rows
