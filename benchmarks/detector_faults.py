@@ -3,18 +3,20 @@
 Each (scenario, controller, seed) runs twice through the same `DetectorSupervisor` (plausibility checks,
 stand-ins for faulty lanes, fixed-time fallback per intersection): once on healthy detectors
 (`--detector-faults 0`) and once with `--fraction` of the lanes faulty (`--kind`, fault seed = the run's
-index). The change is faulty over healthy, of the seed means; "fallback share" is the mean share of
-intersections on their fixed-time plan. Runs go seed by seed over all scenarios, and the "Detector faults"
-section of BENCHMARKS.md is rewritten after every scenario, so an interrupted run still leaves every finished
-seed.
+index). The change is faulty over healthy, of the seed means; "judged faulty" is the mean share of lanes the
+supervisor does not trust (on healthy detectors: its false alarms), "fallback share" the mean share of
+intersections on their fixed-time plan. Runs go seed by seed over all scenarios (a scenario's runs in
+parallel with `--workers`), and the section (`--out`, default the "Detector faults" section of
+BENCHMARKS.md) is rewritten after every scenario, so an interrupted run still leaves every finished seed.
 
-    nice -n 15 .venv/bin/python benchmarks/detector_faults.py [--seeds 3] [--scenarios cologne1 grid4x4]
+    nice -n 10 .venv/bin/python benchmarks/detector_faults.py [--seeds 3] [--scenarios cologne1 grid4x4] [--workers 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import platform
 import sys
 import time
@@ -44,7 +46,7 @@ def table(results: list[tuple[str, EpisodeResult]]) -> tuple[str, int, int]:
         runs[(r.scenario, r.controller)][condition].append(r)
     lines = [
         "| scenario | controller | seeds | healthy delay s | faulty delay s | change | within 15 % | "
-        "violations | prevented | detectors judged faulty (healthy / faulty) | fallback share (healthy / faulty) |",
+        "violations | prevented | lanes judged faulty (healthy / faulty) | fallback share (healthy / faulty) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     within = total = 0
@@ -67,8 +69,8 @@ def table(results: list[tuple[str, EpisodeResult]]) -> tuple[str, int, int]:
         prevented = sum(int(r.metrics.get("prevented", 0)) for r in healthy + faulty)
         lines.append(
             f"| {scenario} | {controller} | {seeds} | {h:.1f} | {f:.1f} | {change:+.1%} | {'yes' if ok else 'no'} | "
-            f"{violations} | {prevented} | {mean(healthy, 'faulty_detectors'):.1f} / "
-            f"{mean(faulty, 'faulty_detectors'):.1f} | {mean(healthy, 'fallback_share'):.3f} / "
+            f"{violations} | {prevented} | {mean(healthy, 'faulty_share'):.1%} / "
+            f"{mean(faulty, 'faulty_share'):.1%} | {mean(healthy, 'fallback_share'):.3f} / "
             f"{mean(faulty, 'fallback_share'):.3f} |"
         )
     return "\n".join(lines) + "\n", within, total
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--controllers", nargs="+", default=list(CONTROLLERS))
     ap.add_argument("--fraction", type=float, default=0.2)
     ap.add_argument("--kind", choices=FAULT_KINDS, default="mixed")
+    ap.add_argument("--workers", type=int, default=1, help="episodes at once (each in a fresh process)")
     ap.add_argument("--out", type=Path, default=HERE.parent / "BENCHMARKS.md")
     args = ap.parse_args(argv)
     started = time.perf_counter()
@@ -90,24 +93,26 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.scenarios:
             scenario = resolve(name)
             conditions = {"healthy": FaultSpec(0.0), "faulty": FaultSpec(args.fraction, args.kind, i)}
-            for controller in args.controllers:
-                for condition, spec in conditions.items():
-                    job = Job(scenario, controller, DEFAULT_SEED + i, faults=spec)
-                    (result,) = run_jobs([job], workers=1)
-                    results.append((condition, result))
-                    print(f"{job.label} {condition}: resco_delay {result.metrics['resco_delay']:.1f}, "
-                          f"violations {result.metrics['safety_violations']:.0f}", flush=True)  # fmt: skip
+            runs = [(c, k) for c in args.controllers for k in conditions]
+            jobs = [Job(scenario, c, DEFAULT_SEED + i, faults=conditions[k]) for c, k in runs]
+            for job, (_, condition), result in zip(jobs, runs, run_jobs(jobs, workers=args.workers), strict=True):
+                results.append((condition, result))
+                print(f"{job.label} {condition}: resco_delay {result.metrics['resco_delay']:.1f}, "
+                      f"violations {result.metrics['safety_violations']:.0f}", flush=True)  # fmt: skip
             rows, within, total = table(results)
             wall = time.perf_counter() - started
             body = (
-                f"{SECTION}\n\n- date: {dt.date.today().isoformat()}; machine: {platform.machine()}, 2 cores shared "
-                f"with a training run, 1 worker at nice 15; wall {wall:.0f} s so far\n"
+                f"{SECTION}\n\n- date: {dt.date.today().isoformat()}; machine: {platform.machine()}, "
+                f"{os.cpu_count()} cores shared with other work, {args.workers} worker(s) at nice {os.nice(0)}; "
+                f"wall {wall:.0f} s so far\n"
                 f"- command: `{command.strip()}`\n"
                 f"- faults: {args.fraction:.0%} of the observed lanes, {args.kind} (stuck, missing, noisy +-30 %, "
                 "chattering), onset 5 to 20 min into the run, fault seed = seed index; both columns run the "
-                "detector supervisor (plausibility checks; a faulty lane reads its edge's healthy lanes, else a queue "
-                "model; fixed-time fallback where most of an intersection's detectors are faulty), the healthy one on "
-                "true readings; metric: RESCO delay, full windows; "
+                "detector supervisor (`control/health.py`: plausibility checks, stuck lanes found through their "
+                "greens, silent ones by the vehicles sent to them; a faulty lane reads its twin lanes, else its "
+                "lowest recent reading if only implausible, else a queue model fed by what the signals upstream "
+                "send it; suspect lanes unknown to the guard; fixed-time fallback where most of an intersection's "
+                "detectors are faulty), the healthy one on true readings; metric: RESCO delay, full windows; "
                 f"seeds from {DEFAULT_SEED}\n"
                 f"- progress: seed {i + 1} of {args.seeds}, through {name}; {within} of {total} within "
                 f"{TOLERANCE:.0%}; safety violations: "
