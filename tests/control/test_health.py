@@ -159,17 +159,21 @@ def test_a_lane_that_reads_empty_while_vehicles_are_sent_to_it_is_doubted_then_s
     upstream = np.unique(layout.mov_in[layout.mov_out == lane])
     quiet = int(next(i for i in fed if not np.isin(layout.mov_in[layout.mov_out == i], upstream).any()))
     quiet_upstream = np.unique(layout.mov_in[layout.mov_out == quiet])
+    unused = int(next(i for i in fed if i not in (lane, quiet) and not np.isin(i, quiet_upstream)))
     n = len(layout.lanes)
     passed = np.zeros(n)
-    for t in range(600):  # healthy: every lane counts a vehicle every 2 s
-        passed += t % 2 == 0
-        sup.decide(_obs(layout, float(t), _varying(layout, t), passed.copy()))
+    counting = ~np.isin(np.arange(n), [unused])
+    for t in range(600):  # healthy: every lane counts a vehicle every 2 s, but nobody uses `unused`
+        passed += (t % 2 == 0) * counting
+        vehicles = _varying(layout, t)
+        vehicles[unused] = 0.0
+        sup.decide(_obs(layout, float(t), vehicles, passed.copy()))
     assert not health.faulty.any() and not health.suspect.any()
     doubted = silent = None
     for t in range(600, 600 + int(SILENT_MIN_S) + 10):
         vehicles = _varying(layout, t)
-        vehicles[[lane, quiet]] = 0.0  # both read empty from now on ...
-        passed += (t % 2 == 0) * ~np.isin(np.arange(n), [lane, quiet, *quiet_upstream])
+        vehicles[[lane, quiet, unused]] = 0.0  # both read empty from now on ...
+        passed += (t % 2 == 0) * ~np.isin(np.arange(n), [lane, quiet, unused, *quiet_upstream])
         obs = _obs(layout, float(t), vehicles, passed.copy())  # ... but only `lane` is still sent vehicles
         sup.decide(obs)
         if health.suspect[lane] and doubted is None:
@@ -182,6 +186,7 @@ def test_a_lane_that_reads_empty_while_vehicles_are_sent_to_it_is_doubted_then_s
         if health.faulty[lane] and silent is None:
             silent = t - 600
         assert not health.suspect[quiet] and not health.faulty[quiet]  # nothing was sent to it: empty is plausible
+        assert not health.suspect[unused] and not health.faulty[unused]  # it never saw traffic: a lane nobody uses
     assert doubted is not None and doubted <= 10
     assert silent is not None and SILENT_MIN_S <= silent <= SILENT_MIN_S + 1
     assert sup.faulty_lanes() == {layout.lanes[lane]: "silent"}

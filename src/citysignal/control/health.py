@@ -5,7 +5,8 @@ count, as SCATS and SCOOT loop-fault logic does. A lane is *faulty* while
 - a reading is missing (NaN);
 - a count is beyond what the lane can hold: vehicles or halting above `OVERFULL` times its standing
   capacity (length / 7.5 m) plus `OVERFULL_MARGIN` (vehicles that straddle the lane's ends, or shorter than
-  SUMO's default car, count too: 7 were seen on a 41 m lane of cologne1), or the occupancy above 1;
+  SUMO's default car, count too: 7 were seen on a 41 m lane of cologne1). Not the occupancy: SUMO's is the
+  vehicles' length over the lane's, 60 on a 0.2 m stub of ingolstadt7;
 - the vehicle count jumps by more than `MAX_JUMP` in one step, or on a short lane by more than half of what
   it holds (at least 2): a lane gains or loses at most a vehicle or two a second (seen on healthy detectors:
   4 once in an hour of ingolstadt21, 2 at most on cologne8 and arterial4x4), a chattering or noisy loop jumps
@@ -22,11 +23,11 @@ count, as SCATS and SCOOT loop-fault logic does. A lane is *faulty* while
   lead to, and any vehicle entering changes the lane's count at once); on an entry road, the vehicles that
   arrived on the road's other lanes (traffic comes in bursts, on all the lanes of a road at once); on an
   entry road of one lane, the clock (its share of its intersection's arrivals times their recent rate), and
-  then only after `SILENT_CLOCK_S` and once the lane has seen traffic: a detector dead before its lane
-  ever saw a vehicle cannot be told from a lane nobody uses (seen: 59 unused lanes on arterial4x4), and is
-  trusted. A lane that reads fuller and does not change is blocked (spill-back, a jam), which is what its
-  detector says. Exits (lanes into no signal of ours) have no stop-line count and flow freely; only the
-  `STUCK_S` check applies to them.
+  then only after `SILENT_CLOCK_S`. Only a lane that has seen traffic can be silent: a detector dead before
+  its lane ever saw a vehicle cannot be told from a lane nobody uses (seen: 59 unused lanes on arterial4x4,
+  where the upstream lanes' vehicles all took their other lanes), and is trusted. A lane that reads fuller
+  and does not change is blocked (spill-back, a jam), which is what its detector says. Exits (lanes into no
+  signal of ours) have no stop-line count and flow freely; only the `STUCK_S` check applies to them.
 A lane that reads empty while `SUSPECT_COUNT` vehicles should have arrived is *suspect*: its readings still
 reach the controller, but the safety guard no longer takes them for "nobody waits" (it serves a lane it
 cannot see within its max red). A detector stuck at empty otherwise hides its queue from both, for as long
@@ -166,8 +167,6 @@ class DetectorHealth:
         for name in ("vehicles", "halting"):
             if getattr(obs, name) is not None:
                 over |= obs.lane(name) > OVERFULL * self.capacity + OVERFULL_MARGIN
-        if obs.occupancy is not None:
-            over |= obs.occupancy > 1.0
         vehicles = obs.lane("vehicles") if obs.vehicles is not None else obs.lane("halting")
         last = self._last_vehicles if self._last_vehicles is not None else vehicles
         jump = np.abs(vehicles - last) > self._max_jump
@@ -302,11 +301,11 @@ class DetectorHealth:
         self._clock = ~self.fed & ~by_siblings
         clock_rate = group_share * recent
         rate = np.where(self.fed, share * sent, np.where(by_siblings, share * siblings, np.maximum(clock_rate, recent)))
-        # The evidence the silence check weighs, on lanes into our signals: what arrived in the reference, else
-        # the clock once the lane has seen traffic (a lane nobody uses is silent, and trusted).
+        # The evidence the silence check weighs, on lanes into our signals that have seen traffic (a lane nobody
+        # uses is silent, and trusted): what arrived in the reference, else the clock.
         seen_traffic = (learned[SECONDS] >= RATE_HISTORY_S) & (learned[ARRIVED] >= 1.0)
-        expected = np.where(self._clock, np.where(seen_traffic, clock_rate, 0.0), share * reference)
-        self._expected = np.where(self.feeds >= 0, expected, 0.0)
+        expected = np.where(self._clock, clock_rate, share * reference)
+        self._expected = np.where((self.feeds >= 0) & seen_traffic, expected, 0.0)
         leave = np.minimum(self.queue + rate, green * discharge)
         modelled = np.clip(self.queue + rate - leave, 0.0, self.capacity)
         self._leave = leave
