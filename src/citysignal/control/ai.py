@@ -28,13 +28,19 @@ in its best and 747 s in its last episode):
   over is counted (`stats()`), and training validates with exactly this rule (`deployed_choice`);
 - decisions are greedy (argmax) at run time, every `interval` seconds, like the max-pressure it refines.
 
+At run time (`AiController`) only the intersections deciding at a step are scored, and the learned part
+runs in float32; a proven bound on its rounding error sends every near tie back to float64 (then, if
+even float64 cannot separate it, to the full-city pass), so decisions are exactly those of the float64
+full-city reference (`forward`, which `learn.model` mirrors and training uses). Between decisions the
+controller reads no lanes (`needs`).
+
 Weights live in a small `.npz` (see `learn.export`); torch is needed only to train.
 """
 
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -66,6 +72,8 @@ ANCHOR_DECIMALS = 6
 MIN_GREEN_S = 10.0  # the policy leaves a green alone this long (the guard's min green may be shorter)
 REACH_M = 167.0  # Advanced-MP's detection range for vehicles approaching a green
 TIME_SCALE = 60.0
+CHUNK_ROWS = 2048  # movements per pass through the two movement layers: their activations stay in cache
+KEY_WEIGHTS = np.sqrt([2.0, 3.0, 5.0, 7.0, 11.0, 13.0, 17.0, 19.0])  # irrational: distinct rows, distinct keys
 PARAM_NAMES = ("w1", "b1", "w2", "b2", "w3", "b3", "w4", "b4", "alpha", "wv1", "bv1", "wv2", "bv2")
 
 
@@ -92,6 +100,8 @@ class CityIndex:
     n_intersections: int
     mov_int: NDArray[np.int64]  # intersection of each movement
     local: NDArray[np.int64]  # each green's index within its intersection
+    # `served_by_count` where known already (a subset takes its city's, filtered)
+    groups: list[tuple[NDArray[np.int64], NDArray[np.int64]]] | None = field(default=None, repr=False, compare=False)
 
     @cached_property
     def _segments(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -110,9 +120,11 @@ class CityIndex:
         return out
 
     @cached_property
-    def _served_by_count(self) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
+    def served_by_count(self) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
         """The greens grouped by how many movements they serve: per group, the greens and their
         movements (count x greens: the greens' first movements, their second ones, ...)."""
+        if self.groups is not None:
+            return self.groups
         greens, starts = self._segments
         counts = np.diff(np.r_[starts, len(self.serve_green)])
         groups = []
@@ -121,16 +133,17 @@ class CityIndex:
             groups.append((greens[rows], self.serve_mov[starts[rows] + np.arange(c)[:, None]]))
         return groups
 
-    def gather_sum_per_green(self, per_mov: NDArray[FloatT]) -> NDArray[FloatT]:
+    def gather_sum_per_green(self, per_mov: NDArray[FloatT], rows: NDArray[np.int64] | None = None) -> NDArray[FloatT]:
         """Per green, the sum of the rows of the movements it serves: `sum_per_green(per_mov[serve_mov])`
         but for rounding (another summation order), several times faster at city scale: per group of
         greens serving equally many movements, their k-th movements are gathered into one buffer and
-        added, with no array per serve pair."""
+        added, with no array per serve pair. `rows`: movement m's row is `per_mov[rows[m]]`."""
         out = np.zeros((self.n_greens, *per_mov.shape[1:]), dtype=per_mov.dtype)
-        for greens, movs in self._served_by_count:
-            total = np.take(per_mov, movs[0], axis=0)
+        for greens, movs in self.served_by_count:
+            picked = movs if rows is None else rows[movs]
+            total = np.take(per_mov, picked[0], axis=0)
             row = np.empty_like(total)
-            for k_th in movs[1:]:
+            for k_th in picked[1:]:
                 np.take(per_mov, k_th, axis=0, out=row)
                 total += row
             out[greens] = total
@@ -143,8 +156,7 @@ class CityIndex:
     @cached_property
     def most_served(self) -> int:
         """The most movements any green serves."""
-        _, starts = self._segments
-        return int(np.diff(np.r_[starts, len(self.serve_green)]).max(initial=1))
+        return max((len(movs) for _, movs in self.served_by_count), default=1)
 
     def subset(self, chosen: NDArray[np.bool_]) -> tuple[CityIndex, NDArray[np.int64], NDArray[np.int64]]:
         """The index of the `chosen` intersections alone, and the rows of their movements and of their
@@ -159,6 +171,11 @@ class CityIndex:
         new_mov = np.cumsum(movs_kept) - 1
         greens, movs, rows = np.flatnonzero(greens_kept), np.flatnonzero(movs_kept), np.flatnonzero(chosen)
         slots = self.slots[rows]
+        groups = []
+        for group_greens, group_movs in self.served_by_count:
+            kept = greens_kept[group_greens]
+            if kept.any():
+                groups.append((new_green[group_greens[kept]], new_mov[group_movs[:, kept]]))
         sub = CityIndex(
             new_green[self.serve_green[pairs_kept]],
             new_mov[self.serve_mov[pairs_kept]],
@@ -168,6 +185,7 @@ class CityIndex:
             len(rows),
             new_int[self.mov_int[movs]],
             self.local[greens],
+            groups,
         )
         return sub, movs, greens
 
@@ -194,25 +212,29 @@ class CityIndex:
         )
 
 
-def movement_features(layout: Layout, obs: Observation) -> FloatArray:
+def movement_features(layout: Layout, obs: Observation, rows: NDArray[np.int64] | None = None) -> FloatArray:
     """(movements x 6) inputs of the movement encoder, each O(1):
 
     0 queued on the incoming lane, 1 moving towards the stop line within `REACH_M`, 2 queued on the
     outgoing lane (all / `QUEUE_SCALE`), 3 occupancy of the outgoing lane (a fraction, clipped to 1:
     SUMO counts the whole length of a vehicle that sticks out of a very short lane), 4 the queue
     continuing upstream beyond the incoming lane (`Observation.backlog`, / `QUEUE_SCALE`), 5 the
-    outgoing lane is full of queued vehicles (spill-back, 0 or 1)."""
+    outgoing lane is full of queued vehicles (spill-back, 0 or 1).
+
+    `rows`: only these movements, in this order (the rows of the whole city's array, computed alone)."""
+    picked = slice(None) if rows is None else rows
+    mov_in, mov_out = layout.mov_in[picked], layout.mov_out[picked]
     halting = obs.lane("halting")
-    moving = (obs.lane("vehicles") - halting)[layout.mov_in] * np.minimum(1.0, reach_fraction(layout, REACH_M))
-    backlog = obs.backlog[layout.mov_in] if obs.backlog is not None else np.zeros(len(layout.mov_in))
+    moving = (obs.lane("vehicles") - halting)[mov_in] * np.minimum(1.0, reach_fraction(layout, REACH_M)[picked])
+    backlog = obs.backlog[mov_in] if obs.backlog is not None else np.zeros(len(mov_in))
     return np.stack(
         [
-            halting[layout.mov_in] / QUEUE_SCALE,
+            halting[mov_in] / QUEUE_SCALE,
             moving / QUEUE_SCALE,
-            halting[layout.mov_out] / QUEUE_SCALE,
-            np.minimum(obs.lane("occupancy")[layout.mov_out], 1.0),
+            halting[mov_out] / QUEUE_SCALE,
+            np.minimum(obs.lane("occupancy")[mov_out], 1.0),
             backlog / QUEUE_SCALE,
-            spillback(layout, halting).astype(np.float64),
+            spillback(layout, halting)[picked].astype(np.float64),
         ],
         axis=-1,
     )
@@ -265,11 +287,19 @@ def _head(
 
 @dataclass(frozen=True)
 class Float32Head:
-    """`_head`'s scores in float32, for the run-time controller. The two movement layers take their bias
-    inside the matrix product (an input column of ones, and an output of the first layer that stays
-    1 for the second), which saves a pass over the largest arrays per layer; the greens' sums take
-    the fastest order. `head_error_bound` holds for both: each output is still one rounded sum of
-    the same products and bias."""
+    """`_head`'s scores in float32, for the run-time controller.
+
+    - Movements with equal features are scored once: the features are counts and fractions of a few
+      lanes, and a congested 2,500-signal grid has about 1 distinct row in 12. Rows are grouped by a
+      scalar key (their dot product with `KEY_WEIGHTS`) and checked equal within each group; should
+      two different rows ever share a key, every row is scored.
+    - The two movement layers take their bias inside the matrix product (an input column of ones, and
+      an output of the first layer that stays 1 for the second), and run `CHUNK_ROWS` rows at a time so
+      that the activations stay in cache (SUMO's step evicts everything between decisions).
+    - The greens' sums take the fastest order.
+
+    `head_error_bound` holds throughout: each output is still one rounded sum of the same products and
+    bias, whichever row it was computed for."""
 
     w1: NDArray[np.float32]  # (features + 1) x (hidden + 1): [w1 | 0; b1 | 1]
     w2: NDArray[np.float32]  # (hidden + 1) x hidden: [w2; b2]
@@ -288,17 +318,32 @@ class Float32Head:
         return cls(w1, w2, f32["w3"], f32["b3"], f32["w4"][:, 0], f32["b4"][0])
 
     def __call__(self, index: CityIndex, mov: FloatArray, green: FloatArray) -> NDArray[np.float32]:
-        x = np.empty((len(mov), mov.shape[1] + 1), dtype=np.float32)
-        x[:, :-1] = mov
-        x[:, -1] = 1.0
-        h: NDArray[np.float32] = x @ self.w1
-        np.maximum(h, 0.0, out=h)
-        h = h @ self.w2
-        np.maximum(h, 0.0, out=h)
-        emb = index.gather_sum_per_green(h)
+        _, first, inverse = np.unique(mov @ KEY_WEIGHTS[: mov.shape[1]], return_index=True, return_inverse=True)
+        distinct, rows = mov[first], np.asarray(inverse, dtype=np.int64)
+        if np.array_equal(distinct[rows], mov):
+            emb = index.gather_sum_per_green(self._movement_layers(distinct), rows)
+        else:  # a key shared by different rows
+            emb = index.gather_sum_per_green(self._movement_layers(mov))
         z = _dense_relu(np.concatenate([emb, green.astype(np.float32)], axis=-1), self.w3, self.b3)
         out: NDArray[np.float32] = z @ self.w4 + self.b4
         return out
+
+    def _movement_layers(self, mov: FloatArray) -> NDArray[np.float32]:
+        n = len(mov)
+        rows = min(n, CHUNK_ROWS)
+        x = np.empty((rows, mov.shape[1] + 1), dtype=np.float32)
+        x[:, -1] = 1.0
+        first = np.empty((rows, self.w1.shape[1]), dtype=np.float32)
+        h = np.empty((n, self.w2.shape[1]), dtype=np.float32)
+        for start in range(0, n, CHUNK_ROWS):
+            stop = min(start + CHUNK_ROWS, n)
+            k = stop - start
+            x[:k, :-1] = mov[start:stop]
+            np.matmul(x[:k], self.w1, out=first[:k])
+            np.maximum(first[:k], 0.0, out=first[:k])
+            np.matmul(first[:k], self.w2, out=h[start:stop])
+            np.maximum(h[start:stop], 0.0, out=h[start:stop])
+        return h
 
 
 F32_UNIT = 2.0**-24  # unit roundoff, round to nearest
@@ -445,9 +490,10 @@ def _out_of_range(mov: FloatArray, cap: FloatArray) -> NDArray[np.bool_]:
     """Per movement: some feature is not finite, or above its `cap`. Column by column: NumPy reduces
     across a row of six features several times slower than it combines six columns."""
     ok = np.ones(len(mov), dtype=bool)
+    finite = bool(np.isfinite(mov).all())  # the usual case: one check for the whole array
     for j in range(mov.shape[1]):
         column = mov[:, j]
-        ok &= np.isfinite(column) & (column <= cap[j])
+        ok &= column <= cap[j] if finite else np.isfinite(column) & (column <= cap[j])
     return ~ok
 
 
@@ -545,9 +591,7 @@ class AiController(Controller):
         self.overruled = np.zeros(lay.n_intersections, dtype=bool)
         if self.deciding.any():
             sub, movs, greens = self.index.subset(self.deciding)
-            mov = movement_features(lay, obs)
-            green = green_features(lay, obs)
-            rule, scores = self._rule(sub, mov[movs], green[greens])
+            rule, scores = self._rule(sub, movement_features(lay, obs, movs), green_features(lay, obs)[greens])
             if rule is None:  # a tie even float64 cannot settle: the reference's own full-city pass
                 self.rechecks["reference"] += int(self.deciding.sum())
                 rule, scores = self.reference(obs)
@@ -581,7 +625,7 @@ class AiController(Controller):
         # the training range there, so no larger than `ood_factor` x its maxima
         in_range = self.ood_factor * self.feature_max
         if finite and mov.min() >= 0.0:
-            cap = np.minimum(_feature_caps(mov), in_range)
+            cap = np.minimum([mov[:, j].max(initial=0.0) for j in range(mov.shape[1])], in_range)
         else:
             cap = _feature_caps(clean[~rule.fallback[index.mov_int]])
         bound = head_error_bound(self.params, cap, index.most_served, F32_UNIT)
