@@ -15,6 +15,7 @@ from rich.table import Table
 from citysignal.control.guard import DEFAULT_MAX_RED_S
 from citysignal.errors import UserError
 from citysignal.scenarios.demand import time_option
+from citysignal.scenarios.priority import BUSES_HELP, EMERGENCY_HELP, NO_PRIORITY_HELP
 from citysignal.scenarios.registry import END_HELP
 
 if TYPE_CHECKING:
@@ -41,9 +42,6 @@ FAULTS_HELP = (
     "metrics; the controller then runs behind detector checks (queue model, fixed-time fallback). 0: the checks "
     "on healthy detectors; default: no checks."
 )
-EMERGENCY_HELP = "Emergency vehicles per hour added on random routes (seeded by the run's seed), preempted for."
-BUSES_HELP = "Buses per hour added on random routes; one that has lost time gets an early or extended green."
-NO_PRIORITY_HELP = "The same added vehicles with no preemption or priority: the baseline."
 
 
 def _note(scenario: Scenario) -> None:

@@ -28,6 +28,7 @@ serves several priority calls, the held one also serves the others; nothing trie
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -66,6 +67,7 @@ class Priority:
         self._expired: set[tuple[int, str]] = set()  # (intersection, vehicle) holds that ran out
         self._bus: dict[int, _Grant] = {}
         self._last_grant = np.full(n, -np.inf)
+        self._held = np.full(n, HOLD, dtype=np.int64)  # the last `hold`
         self.counts = {"preemptions": 0, "bus_grants": 0}
 
     def hold(self, now: float, calls: tuple[PriorityCall, ...], green: NDArray[np.int64]) -> NDArray[np.int64]:
@@ -97,6 +99,7 @@ class Priority:
             hold[k] = g
         self._emergency = {k: v for k, v in self._emergency.items() if k in by_int and hold[k] != HOLD}
         self._transit(now, calls, green, hold)
+        self._held = hold.copy()
         return hold
 
     def _transit(
@@ -134,9 +137,14 @@ class Priority:
         options = np.flatnonzero(serves[:, signal])
         return int(options[0]) if options.size else HOLD
 
-    def active(self) -> list[dict[str, str]]:
-        """The preemptions and bus priority grants in force, for the dashboard and the audit log."""
-        ids = self.layout.ids
-        rows = [{"intersection": ids[k], "kind": "emergency", "vehicle": v} for k, (v, _) in self._emergency.items()]
-        rows += [{"intersection": ids[k], "kind": "bus", "vehicle": g.vehicle} for k, g in sorted(self._bus.items())]
+    def active(self) -> list[dict[str, Any]]:
+        """The preemptions and bus priority grants in force, for the dashboard and the audit log: the
+        intersection (id), kind ("emergency" or "bus"), vehicle, the green held and since when (s)."""
+        ids, held = self.layout.ids, self._held
+        rows: list[dict[str, Any]] = [
+            {"intersection": ids[k], "kind": "emergency", "vehicle": v, "green": int(held[k]), "since": since}
+            for k, (v, since) in sorted(self._emergency.items())
+        ]
+        rows += [{"intersection": ids[k], "kind": "bus", "vehicle": g.vehicle, "green": g.green, "since": g.start}
+                 for k, g in sorted(self._bus.items())]  # fmt: skip
         return rows

@@ -30,6 +30,10 @@ MIN_ROUTE_M = 300.0
 LAST_DEPART_BEFORE_END_S = 600.0
 ROUTE_TRIES = 200
 
+EMERGENCY_HELP = "Emergency vehicles per hour added on random routes (seeded by the run's seed), preempted for."
+BUSES_HELP = "Buses per hour added on random routes; one that has lost time gets an early or extended green."
+NO_PRIORITY_HELP = "The same added vehicles with no preemption or priority: the baseline."
+
 V_TYPES = (
     f'    <vType id="{EMERGENCY_TYPE}" vClass="emergency" guiShape="emergency" color="1,0,0"/>\n'
     f'    <vType id="{BUS_TYPE}" vClass="bus" guiShape="bus" length="12" minGap="3" color="0,0.6,1"/>\n'

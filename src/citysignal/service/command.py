@@ -22,6 +22,7 @@ import typer
 from citysignal.control.guard import DEFAULT_MAX_RED_S
 from citysignal.errors import UserError
 from citysignal.scenarios.demand import time_option
+from citysignal.scenarios.priority import BUSES_HELP, EMERGENCY_HELP, NO_PRIORITY_HELP
 from citysignal.scenarios.registry import END_HELP
 from citysignal.twin.session import DEFAULT_SEED
 
@@ -58,10 +59,14 @@ def serve(
     detector_faults: Annotated[float | None, typer.Option(help=FAULTS_HELP)] = None,
     fault_kind: Annotated[str, typer.Option(help="stuck, missing, noisy, chattering or mixed.")] = "mixed",
     fault_seed: Annotated[int, typer.Option(help="Seed of the draw of faulty lanes, kinds and onsets.")] = 0,
+    emergency_per_hour: Annotated[float, typer.Option(min=0.0, help=EMERGENCY_HELP)] = 0.0,
+    buses_per_hour: Annotated[float, typer.Option(min=0.0, help=BUSES_HELP)] = 0.0,
+    no_priority: Annotated[bool, typer.Option("--no-priority", help=NO_PRIORITY_HELP)] = False,
 ) -> None:
     """Run the command center: the twin in real time (x SPEED), API, live dashboard, audit log."""
     import uvicorn
 
+    from citysignal.scenarios.priority import PriorityDemand
     from citysignal.service.app import MAX_BODY_BYTES, create_app
     from citysignal.service.config import Settings, masked_url
     from citysignal.service.context import build_service
@@ -74,7 +79,9 @@ def serve(
     try:
         service = build_service(settings, scenario, controller, speed=speed, seed=seed,
                                 begin=time_option(begin, "--begin"), end=time_option(end, "--end"),
-                                max_red=max_red, faults=faults)  # fmt: skip
+                                max_red=max_red, faults=faults,
+                                priority=PriorityDemand(emergency_per_hour, buses_per_hour, seed),
+                                priority_on=not no_priority)  # fmt: skip
         app = create_app(service)
         service.start()
     except UserError as exc:  # some carry a driver's multi-line message: the CLI prints one line

@@ -16,11 +16,13 @@ state: the next run starts as its command line says.
 from __future__ import annotations
 
 import json
+import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from citysignal.control.guard import DEFAULT_MAX_RED_S
@@ -28,6 +30,7 @@ from citysignal.errors import UserError
 from citysignal.network import load_network
 from citysignal.network.layout import Layout
 from citysignal.scenarios import Scenario, resolve
+from citysignal.scenarios.priority import PriorityDemand, write_priority_vehicles
 from citysignal.service.config import Settings
 from citysignal.service.engine import KPI_EVERY_S, ControlState, EngineConfig, Snapshot
 from citysignal.service.geometry import geometry
@@ -71,9 +74,17 @@ class Service:
                 "scenario": self.scenario.name, "begin": self.scenario.begin, "end": self.scenario.end,
                 "controller": cfg.controller, "speed": cfg.speed, "seed": cfg.seed, "max_red": cfg.max_red,
                 "env": self.settings.env, "read_open": self.settings.read_open,
+                **self._priority_settings(),
             })  # fmt: skip
             control, resume = self._restored()
             self.engine.start(control=control, resume=resume)
+
+    def _priority_settings(self) -> dict[str, Any]:
+        vehicles = self.engine.config.vehicles
+        if vehicles is None:
+            return {}
+        return {"emergency_per_hour": vehicles.emergency_per_hour, "buses_per_hour": vehicles.buses_per_hour,
+                "priority": self.engine.config.priority_on}  # fmt: skip
 
     def _restored(self) -> tuple[ControlState | None, Snapshot | None]:
         """What the previous run of this scenario left, checked and audited (see the module doc)."""
@@ -133,6 +144,7 @@ class Service:
             "controllers": list(self.engine.offered),
             "speed": cfg.speed,
             "max_red": cfg.max_red,
+            **self._priority_settings(),
             "kpi_every_s": KPI_EVERY_S,
             "read_open": self.settings.read_open,
             "override_rate": {"limit": self.settings.override_limit, "window_s": self.settings.override_window_s},
@@ -156,6 +168,8 @@ def build_service(
     end: float | None = None,
     max_red: float = DEFAULT_MAX_RED_S,
     faults: FaultSpec | None = None,
+    priority: PriorityDemand | None = None,
+    priority_on: bool = True,
 ) -> Service:
     settings.validate()
     if not 0 < speed <= MAX_SPEED:
@@ -165,11 +179,14 @@ def build_service(
     sc = resolve(scenario, begin, end)
     network = load_network(sc.net_file, sc.additional_files)
     layout = Layout.from_network(network)
+    if priority is not None and not priority.empty:  # a window too short or no route fails here, in one line
+        with tempfile.TemporaryDirectory(prefix="citysignal-") as tmp:
+            write_priority_vehicles(sc, priority, Path(tmp) / "priority.add.xml")
     run_id = uuid.uuid4().hex
     store = AuditStore(settings.db_url, run_id)
     try:
         restart = RestartStore(store.engine, run_id)
-        config = EngineConfig(sc, controller, speed, seed, max_red, faults)
+        config = EngineConfig(sc, controller, speed, seed, max_red, faults, priority, priority_on)
         engine = EngineProcess(config, network, layout, store, restart)
     except UserError:
         store.close()

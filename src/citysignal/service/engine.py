@@ -31,6 +31,14 @@ episode starts from its begin. `ControlState` (assignments and overrides by inte
 restart must carry over besides the snapshot; `apply_control` takes it back, leaving out what does not
 fit this scenario.
 
+Priority vehicles (`serve --emergency-per-hour/--buses-per-hour`, `scenarios.priority`): each episode adds its
+own (seed + episode number) and `control.priority.Priority` turns their calls into greens the guard holds
+(it only watches under `--no-priority`). `Live.priority` carries the preemptions and bus grants in force and
+the calls; each preemption and grant is audited when it starts and when it ends. A resumed snapshot keeps
+the vehicles on the road, but priority starts afresh: a hold in force is taken up again from its vehicle's
+call (audited as a new start) and the counts restart. What-if candidates fork the vehicles but give them no
+priority.
+
 Limits: pace is best effort; when a step takes longer than 1/speed s the loop runs as fast as it can
 and reports the achieved pace (`pace`) and what it could do (`capacity`, sim s per wall s) instead
 of bursting to catch up. Queue fractions assume 7.5 m per halting vehicle.
@@ -39,12 +47,14 @@ of bursting to catch up. Queue fractions assume 7.5 m per halting vehicle.
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -53,11 +63,13 @@ from numpy.typing import NDArray
 from citysignal.control import HOLD, Controller, SafetyGuard, controller_names, make_controller
 from citysignal.control.guard import DEFAULT_MAX_RED_S, GUARD_FIELDS
 from citysignal.control.health import HEALTH_FIELDS, DetectorSupervisor
+from citysignal.control.priority import REACH_M, Priority
 from citysignal.errors import UserError
 from citysignal.loop import ControlLoop, ResumeError, Tick, guard_position
 from citysignal.network import Network
 from citysignal.network.layout import Layout
 from citysignal.scenarios import Scenario
+from citysignal.scenarios.priority import PriorityDemand, write_priority_vehicles
 from citysignal.service.store import EventIn
 from citysignal.twin import DEFAULT_SEED, Observation, ProgramPosition, Twin
 from citysignal.twin.faults import DetectorFaults, FaultSpec
@@ -68,6 +80,7 @@ KPI_EVERY_S = 10
 PACE_WINDOW_STEPS = 50
 SNAPSHOT_EVERY_S = 5.0
 OverrideMode = Literal["hold", "force", "auto"]
+PRIORITY_ACTIONS = {"emergency": "emergency_preemption", "bus": "transit_priority"}  # audit actions by kind
 
 
 class Recorder(Protocol):
@@ -100,13 +113,22 @@ class EngineConfig:
     seed: int = DEFAULT_SEED
     max_red: float = DEFAULT_MAX_RED_S
     faults: FaultSpec | None = None  # detector faults (see `bench --detector-faults`); controllers supervised
+    priority: PriorityDemand | None = None  # emergency vehicles and buses added (`serve --emergency-per-hour`)
+    priority_on: bool = True  # False: the same vehicles, no preemption or priority (`--no-priority`)
+
+    @property
+    def vehicles(self) -> PriorityDemand | None:
+        """The priority vehicles added, if any."""
+        return self.priority if self.priority is not None and not self.priority.empty else None
 
     @property
     def key(self) -> str:
-        """Which runs can share state: the same scenario files, window and seed (a snapshot of one run
-        does not fit another)."""
+        """Which runs can share state: the same scenario files, window, seed and added vehicles (a snapshot
+        of one run does not fit another)."""
         sc = self.scenario
         ident = f"{sc.name}|{sc.sumocfg.resolve()}|{sc.begin!r}|{sc.end!r}|{self.seed}"
+        if self.vehicles is not None:
+            ident += f"|{self.vehicles!r}"
         return hashlib.sha256(ident.encode()).hexdigest()[:32]
 
 
@@ -208,6 +230,7 @@ class Live:
     pace: float
     capacity: float
     queue_fraction: NDArray[np.float64] = field(repr=False, default_factory=lambda: np.zeros(0))
+    priority: dict[str, Any] | None = None  # see `ControlEngine._priority_view`; None without priority vehicles
 
 
 class ControlEngine:
@@ -241,6 +264,8 @@ class ControlEngine:
         self._controllers: dict[str, Controller | DetectorSupervisor] = {}
         self._overrides: dict[int, Override] = {}
         self._guard: SafetyGuard | None = None
+        self._priority: Priority | None = None
+        self._priority_active: dict[tuple[str, str, str], dict[str, Any]] = {}  # audited as started, not ended
         self._lock = threading.Lock()
         self._waiting = 0
         self._waiting_lock = threading.Lock()
@@ -318,27 +343,42 @@ class ControlEngine:
         self._system("engine_error", "city", "error", {"error": message})
 
     def _run_episode(self) -> None:
-        cfg = self.config
         resume, self._resume = self._resume, None
         self.loading = True
         try:
-            with Twin(cfg.scenario, self.layout, seed=cfg.seed + self._episode, fields=self.fields) as twin:
-                with self._lock:
-                    guard = self._guard = SafetyGuard(self.layout, cfg.max_red)
-                    loop = ControlLoop(twin, guard, self._decider, recorder=self._record)
-                    if resume is None:
-                        loop.start(cfg.seed + self._episode)
-                        self._episode_steps = 0
-                    else:
-                        self._resume_from(loop, resume)
-                    faults = cfg.faults
-                    loop.faults = None if faults is None else DetectorFaults(faults, self.layout, twin.time)
-                    self._seen_refused, self._seen_violations = guard.stats.refused, guard.stats.violations
-                    for ov in self._overrides.values():
-                        ov.preempted = False
-                self._loop(loop)
+            with tempfile.TemporaryDirectory(prefix="citysignal-serve-") as tmp:
+                self._run_twin(resume, Path(tmp))
         finally:
             self._guard = None
+            self._priority = None
+
+    def _run_twin(self, resume: Snapshot | None, tmp: Path) -> None:
+        cfg = self.config
+        extra: tuple[Path, ...] = ()
+        if cfg.vehicles is not None:  # new vehicles each episode, the same again when a snapshot resumes
+            demand = replace(cfg.vehicles, seed=cfg.vehicles.seed + self._episode)
+            extra = (write_priority_vehicles(cfg.scenario, demand, tmp / "priority.add.xml"),)
+        priority = Priority(self.layout, enabled=cfg.priority_on) if extra else None
+        reach = REACH_M if priority is not None else None
+        with Twin(cfg.scenario, self.layout, seed=cfg.seed + self._episode, fields=self.fields, extra_additional=extra,
+                  priority_reach=reach) as twin:  # fmt: skip
+            with self._lock:
+                guard = self._guard = SafetyGuard(self.layout, cfg.max_red)
+                self._priority = priority
+                self._priority_active = {}
+                loop = ControlLoop(twin, guard, self._decider, recorder=self._record, priority=priority)
+                if resume is None:
+                    loop.start(cfg.seed + self._episode)
+                    self._episode_steps = 0
+                else:
+                    self._resume_from(loop, resume)
+                faults = cfg.faults
+                loop.faults = None if faults is None else DetectorFaults(faults, self.layout, twin.time)
+                self._seen_refused, self._seen_violations = guard.stats.refused, guard.stats.violations
+                for ov in self._overrides.values():
+                    ov.preempted = False
+            self._loop(loop)
+            self._check_priority(loop.time, ended=True)
 
     def _resume_from(self, loop: ControlLoop[Twin], snap: Snapshot) -> None:
         try:
@@ -422,6 +462,7 @@ class ControlEngine:
         now, obs = tick.time, tick.obs  # the KPIs keep the true readings
         self._check_overrides(guard, now)
         self._check_guard(guard, now)
+        self._check_priority(now)
         sample = None
         if self._episode_steps % KPI_EVERY_S == 0:
             sample = self._kpi_sample(guard, obs, now)
@@ -448,6 +489,35 @@ class ControlEngine:
             elif on_track and ov.preempted:
                 ov.preempted = False
                 self._system("override_resumed", self.layout.ids[k], "ok", {"green": want, "by": ov.actor}, now)
+
+    def _check_priority(self, now: float, ended: bool = False) -> None:
+        """Audit each emergency preemption and bus priority grant once when it starts and once when it ends
+        (`ended`: the episode is over, so all in force end)."""
+        priority = self._priority
+        if priority is None:
+            return
+        rows = {} if ended else {(r["kind"], r["intersection"], r["vehicle"]): r for r in priority.active()}
+        for key, row in rows.items():
+            if key not in self._priority_active:
+                self._system(PRIORITY_ACTIONS[row["kind"]], row["intersection"], "start",
+                             {"vehicle": row["vehicle"], "green": row["green"]}, now)  # fmt: skip
+        for key, row in self._priority_active.items():
+            if key not in rows:
+                self._system(PRIORITY_ACTIONS[row["kind"]], row["intersection"], "end",
+                             {"vehicle": row["vehicle"], "held_s": round(now - row["since"], 1)}, now)  # fmt: skip
+        self._priority_active = rows
+
+    def _priority_view(self, obs: Observation) -> dict[str, Any] | None:
+        """What the dashboard shows of priority: the preemptions and grants in force (`Priority.active`), the
+        priority vehicles calling a signal now (requests, granted or not), and the counts so far."""
+        priority = self._priority
+        if priority is None:
+            return None
+        ids = self.layout.ids
+        calls = [{"intersection": ids[c.intersection], "kind": c.kind, "vehicle": c.vehicle,
+                  "distance": round(c.distance, 1)} for c in obs.calls]  # fmt: skip
+        return {"enabled": priority.enabled, "active": list(self._priority_active.values()), "calls": calls,
+                **priority.counts}  # fmt: skip
 
     def _check_guard(self, guard: SafetyGuard, now: float) -> None:
         st = guard.stats
@@ -500,6 +570,7 @@ class ControlEngine:
             pace=self.pace(),
             capacity=self.capacity(),
             queue_fraction=np.minimum(1.0, obs.lane("halting") * JAM_SPACING_M / self._lane_length),
+            priority=self._priority_view(obs),
         )
         if self.on_publish is not None:
             self.on_publish(self._live)

@@ -127,6 +127,7 @@ def state_payload(service: Service) -> dict[str, Any]:
         kpi=live.kpi,
         kpi_sample=live.kpi_sample,
         lanes=encode_levels(live.queue_fraction),
+        priority=live.priority,
     )
     return out
 

@@ -227,9 +227,39 @@ function onFrame(f) {
   v.className = k.violations ? "bad" : "ok";
   $("kpi-time").textContent = `at ${fmtClock(f.time)}`;
   if (f.kpi_sample && !S.sampleKeys.has(sampleKey(Object.assign({ run_id: f.run_id }, f.kpi_sample)))) refreshKpis();
+  renderPriority(f.priority);
   drawMap();
   if (f.last_event_id > S.lastEventId) refreshEvents(false);
   if (S.selected) refreshDetail();
+}
+
+// ---------------------------------------------------------------- priority vehicles
+const PRIORITY_NAMES = { emergency: "preemption", bus: "bus priority" };
+
+// p: the frame's `priority` (null when the service adds no priority vehicles)
+function renderPriority(p) {
+  const panel = $("priority-panel");
+  panel.hidden = !p;
+  const active = p ? p.active : [];
+  document.body.dataset.preemptions = String(active.filter((a) => a.kind === "emergency").length);
+  document.body.dataset.busGrants = String(active.filter((a) => a.kind === "bus").length);
+  if (!p) return;
+  $("priority-note").textContent = p.enabled
+    ? `${p.preemptions} preemptions, ${p.bus_grants} bus grants so far`
+    : "watching only (--no-priority)";
+  const now = S.frame.time;
+  const item = (kind, label, inter, text, right) => el("li",
+    { "data-kind": kind, "data-intersection": inter, onclick: () => select(inter) },
+    el("span", { class: "kind " + kind, text: label }), el("b", { text: inter }), el("span", { text }),
+    el("span", { class: "muted", text: right }));
+  const none = (text) => [el("li", { class: "empty", text })];
+  $("priority-active").replaceChildren(...(active.length ? active.map((a) => item(a.kind, PRIORITY_NAMES[a.kind],
+    a.intersection, `${a.vehicle} · green ${a.green}`, `${Math.max(0, Math.round(now - a.since))} s`))
+    : none(p.enabled ? "no preemption or bus priority in force" : "priority off")));
+  const held = new Set(active.map((a) => `${a.intersection}|${a.vehicle}`));
+  $("priority-calls").replaceChildren(...(p.calls.length ? p.calls.map((c) => item(c.kind, c.kind, c.intersection,
+    c.vehicle, `${Math.round(c.distance)} m · ${held.has(`${c.intersection}|${c.vehicle}`) ? "served" : "waiting"}`))
+    : none("no priority vehicle near a signal")));
 }
 
 // ---------------------------------------------------------------- map
@@ -328,6 +358,12 @@ function drawMap() {
   });
   // intersection markers
   const r = Math.max(4, Math.min(12, 9 * S.view.scale));
+  // intersection id -> kind ("emergency" wins over "bus"): in force, and requested
+  const byKind = (rows) => rows.reduce((m, a) => (m.get(a.intersection) === "emergency" ? m
+    : m.set(a.intersection, a.kind)), new Map());
+  const priority = byKind(f && f.priority ? f.priority.active : []);
+  const calling = byKind(f && f.priority ? f.priority.calls : []);
+  let rings = 0;
   g.lineWidth = 2.5;
   S.geo.intersections.forEach((inter, k) => {
     const [x, y] = toScreen(inter.x, inter.y, w, h);
@@ -340,6 +376,18 @@ function drawMap() {
     g.arc(x, y, r, 0, 2 * Math.PI);
     g.fill();
     g.stroke();
+    const kind = priority.get(inter.id);
+    if (kind || calling.has(inter.id)) {  // preemption / bus priority in force: a solid ring; a request: dashed
+      g.strokeStyle = (kind || calling.get(inter.id)) === "bus" ? "#29c5f6" : "#e5484d";
+      g.lineWidth = kind ? 4 : 2;
+      g.setLineDash(kind ? [] : [4, 3]);
+      g.beginPath();
+      g.arc(x, y, r + 9, 0, 2 * Math.PI);
+      g.stroke();
+      g.setLineDash([]);
+      g.lineWidth = 2.5;
+      if (kind) rings++;
+    }
     if (inter.id === S.selected) {
       g.strokeStyle = "#4ea1ff";
       g.lineWidth = 3;
@@ -354,6 +402,7 @@ function drawMap() {
       g.fillText(inter.id, x + r + 3, y - r - 2);
     }
   });
+  document.body.dataset.priorityRings = String(rings);
 }
 
 function nearestIntersection(mx, my) {
