@@ -14,6 +14,7 @@ from rich.table import Table
 
 from citysignal.control.guard import DEFAULT_MAX_RED_S
 from citysignal.errors import UserError
+from citysignal.field.command import FIELD_HELP, bench_field, field_sim
 from citysignal.scenarios.demand import time_option
 from citysignal.scenarios.priority import BUSES_HELP, EMERGENCY_HELP, NO_PRIORITY_HELP
 from citysignal.scenarios.registry import END_HELP
@@ -145,6 +146,7 @@ def bench(
     emergency_per_hour: Annotated[float, typer.Option(min=0.0, help=EMERGENCY_HELP)] = 0.0,
     buses_per_hour: Annotated[float, typer.Option(min=0.0, help=BUSES_HELP)] = 0.0,
     no_priority: Annotated[bool, typer.Option("--no-priority", help=NO_PRIORITY_HELP)] = False,
+    field: Annotated[str | None, typer.Option("--field", help=FIELD_HELP)] = None,
 ) -> None:
     """Benchmark controllers on scenarios with the RESCO metric, through the safety guard."""
     from citysignal.bench import report
@@ -158,6 +160,12 @@ def bench(
     window = time_option(begin, "--begin"), time_option(end, "--end")
     faults = None if detector_faults is None else FaultSpec(detector_faults, fault_kind, fault_seed)
     names = [c for arg in controller for c in arg.split(",") if c]
+    if field is not None:
+        if faults is not None or emergency_per_hour or buses_per_hour:
+            raise UserError("--field drives real detectors and vehicles: no --detector-faults or priority vehicles")
+        scenario_names = [s for arg in scenario for s in arg.split(",") if s]
+        bench_field(scenario_names, names, field, policy, max_red, *window, as_json, out)
+        return
     for name in names:  # unknown names and bad policies fail here, before any simulation starts
         make_controller(name, policy if name.startswith("ai") else None)
     resolved = [resolve(s, *window) for arg in scenario for s in arg.split(",") if s]
@@ -389,6 +397,7 @@ def whatif(
 from citysignal.service.command import serve  # noqa: E402
 
 app.command(name="serve")(serve)
+app.command(name="field-sim")(field_sim)
 
 
 def main() -> None:

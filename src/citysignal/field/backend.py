@@ -17,10 +17,12 @@ What the loop sees through it (`citysignal.loop.Backend`):
 - `states()`: what the controllers showed at the last poll.
 
 Loss of communication: a poll with no answer in time is a missed poll. After `missed_polls` in a row
-an intersection is in comm loss (an event, `events`): its readings stay the last ones, its controller
-runs its local plan once its backup time passes, and the guard sends it nothing new. The first answer
-after that is a comm restored event: the controller's command becomes "keep what shows", and the guard
-takes what it shows as a fresh start (it did not see how it got there), so control resumes from the
+an intersection is in comm loss (an event, `events`): its readings stay the last ones, it is sent no
+command (so its controller runs its local plan once its backup time passes) and the guard asks nothing
+new of it. The first answer after that is a comm restored event: the controller's command becomes
+"keep what shows", and the guard takes what it shows as a fresh start (it did not see how it got there:
+a green's clock starts again, unless the same green showed before and after at most
+`CONTINUOUS_GAP_S` unseen seconds, too short to leave it and come back), so control resumes from the
 controller's state without cutting a green it did not see begin.
 
 Assumes the controllers' clocks agree (one clock is read) and that intersection `k` of the layout is
@@ -44,7 +46,7 @@ from citysignal.network.layout import Layout
 from citysignal.twin.observation import Observation, ProgramPosition
 
 DEFAULT_MISSED_POLLS = 3
-DEFAULT_TIMEOUT_S = 0.25
+CONTINUOUS_GAP_S = 5.0  # a green seen before and after at most this many unseen seconds showed all along
 CONNECT_TRIES = 20
 EXTRA_NAMES = ("halting", "vehicles", "passed", "backlog", "speed")
 FIELD_FIELDS = frozenset({*EXTRA_NAMES, "occupancy", "box"})  # lane fields a controller reports
@@ -68,7 +70,6 @@ class FieldBackend:
         fields: frozenset[str],
         *,
         missed_polls: int = DEFAULT_MISSED_POLLS,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
         step_wait_s: float = 1.5,
     ) -> None:
         unknown = set(fields) - FIELD_FIELDS
@@ -90,7 +91,8 @@ class FieldBackend:
         self.missed = np.zeros(n, dtype=np.int64)
         self.lost = np.zeros(n, dtype=bool)
         self.answered = np.zeros(n, dtype=bool)  # answered the last poll
-        self.jumped = np.ones(n, dtype=bool)  # answered the last poll after missing the one before (or first)
+        self.jumped = np.ones(n, dtype=bool)  # the last answer is not the second after the one before
+        self.seen_at = np.full(n, -np.inf)  # the controller's clock at its last answer
         self.backup = np.zeros(n, dtype=bool)  # the controller reports running its local plan
         self.commanded = np.full(n, HOLD, dtype=np.int64)
         self.events: list[CommEvent] = []
@@ -99,7 +101,7 @@ class FieldBackend:
         self.box = np.zeros(len(layout.box_lanes))
         self._oids = [self._poll_oids(k) for k in range(n)]
         self._time = -np.inf
-        self.manager = Manager(address, n, timeout_s)
+        self.manager = Manager(address, n)
         try:
             self._connect()
             self._poll()
@@ -166,17 +168,19 @@ class FieldBackend:
                     self.lost[k] = True
                     self.events.append(CommEvent(now, self.layout.ids[k], "comm_loss"))
                 continue
-            self.jumped[k] = self.missed[k] > 0 or self.polls == 1
             self.missed[k] = 0
             if self.lost[k]:
                 self.lost[k] = False
                 self.events.append(CommEvent(now, self.layout.ids[k], "comm_restored"))
                 self.commanded[k] = HOLD  # keep what shows until the guard asks for more
-            self._read(k, values, now)
+            self._read(k, values)
 
-    def _read(self, k: int, values: list[Any], now: float) -> None:
+    def _read(self, k: int, values: list[Any]) -> None:
         it = iter(values)
-        next(it)  # the clock, read above
+        clock, previous = float(next(it)), float(self.seen_at[k])
+        self.jumped[k] = clock - previous > 1.0  # seconds went by unseen (missed polls, a slow centre)
+        first = previous == -np.inf
+        self.seen_at[k] = clock
         self.backup[k] = int(next(it)) == ntcip.BACKUP_MODE
         if self.backup[k]:  # on its local plan: when commands reach it again, it keeps what shows
             self.commanded[k] = HOLD
@@ -189,10 +193,11 @@ class FieldBackend:
         self.reported[k] = self.books[k].state(colours[0], colours[1], colours[2], green)
         if green >= 0 and self.reported[k] != self.layout.intersections[k].greens[green]:
             green = HOLD  # the phase says green, the channels disagree: trust no green
-        if green != self.green[k] or self.jumped[k]:
+        gone = self.jumped[k] and (green < 0 or clock - previous > CONTINUOUS_GAP_S)
+        if green != self.green[k] or gone:
             self.green[k] = green
             # a report at T tells the second before T; the first report, what starts at T
-            self.since[k] = now - (self.polls > 1)
+            self.since[k] = clock - (not first)
         mine = self.detectors.lanes[k]
         if "occupancy" in self.fields:
             self.lanes["occupancy"][mine] = [int(next(it)) / ntcip.OCCUPANCY_STEPS for _ in mine]
@@ -237,8 +242,12 @@ class FieldBackend:
             self.commanded[k] = greens.index(state) if state in greens else HOLD
 
     def _send_commands(self) -> None:
+        """Every reachable intersection's command; one in comm loss gets none, so that it falls back to its
+        local plan when its backup time passes instead of holding a command given before the loss."""
         writes = {}
         for k, target in enumerate(self.commanded):
+            if self.lost[k]:
+                continue
             control = ntcip.command_groups(int(target), self.n_phases[k])
             writes[k] = [((*ntcip.PHASE_CONTROL, c, g), v) for c, vals in control.items()
                          for g, v in enumerate(vals, start=1)]  # fmt: skip

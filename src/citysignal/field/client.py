@@ -3,11 +3,13 @@
 Addresses: `snmp://[COMMUNITY@]HOST:PORT` is SNMP v2c (community `public` unless given; intersection
 `k` is reached as `COMMUNITY@k`); `snmpv3://USER@HOST:PORT` is SNMPv3 authPriv (HMAC-SHA-256, AES-128)
 with the passphrases from the environment (`CITYSIGNAL_SNMP_AUTH_KEY`, `CITYSIGNAL_SNMP_PRIV_KEY`),
-never from the command line, and intersection `k` is context `str(k)`.
+never from the command line, and intersection `k` is context `str(k)`. `?timeout=SECONDS` sets how
+long a request waits for its answer (default `DEFAULT_TIMEOUT_S`: a second's budget for a poll).
 
 Requests go through pysnmp's command generator with numeric OIDs and no MIB look-ups (the MIB
 resolution of the high-level API costs more than the request). One try per request, no retries: a
-poll that times out is a missed poll, and the next second brings a fresh one.
+poll that times out is a missed poll, and the next second brings a fresh one. Writes are sent without
+waiting for their answers (the next second's refresh repeats them anyway).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from pysnmp.entity import config
 from pysnmp.entity.engine import SnmpEngine
@@ -32,6 +34,8 @@ from citysignal.field.ntcip import OID
 
 AUTH_ENV, PRIV_ENV = "CITYSIGNAL_SNMP_AUTH_KEY", "CITYSIGNAL_SNMP_PRIV_KEY"
 T = TypeVar("T")
+DEFAULT_TIMEOUT_S = 0.5
+TIMER_S = 0.02  # how often pysnmp checks its requests for timeouts (its default, 0.1 s, is a poll's budget)
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class FieldAddress:
     port: int
     community: str = "public"
     user: V3User | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S  # how long a request waits for its answer
 
     def __str__(self) -> str:
         scheme, who = ("snmpv3", self.user.name) if self.user is not None else ("snmp", self.community)
@@ -55,29 +60,35 @@ def v3_user(name: str) -> V3User:
 
 
 def parse_address(uri: str) -> FieldAddress:
-    """`snmp://[COMMUNITY@]HOST:PORT` or `snmpv3://USER@HOST:PORT` (see the module docstring)."""
+    """`snmp://[COMMUNITY@]HOST:PORT` or `snmpv3://USER@HOST:PORT`, optionally `?timeout=SECONDS` (module docstring)."""
     parts = urlsplit(uri)
     try:
         port = parts.port
+        query = dict(parse_qsl(parts.query, strict_parsing=bool(parts.query)))
+        timeout = float(query.pop("timeout", DEFAULT_TIMEOUT_S))
     except ValueError:
         port = None
-    if parts.scheme not in ("snmp", "snmpv3") or not parts.hostname or port is None:
-        raise UserError(f"--field takes snmp://HOST:PORT or snmpv3://USER@HOST:PORT, got '{uri}'")
+    if parts.scheme not in ("snmp", "snmpv3") or not parts.hostname or port is None or query:
+        raise UserError(f"--field takes snmp://HOST:PORT or snmpv3://USER@HOST:PORT (?timeout=S), got '{uri}'")
+    if not 0.01 <= timeout <= 10:
+        raise UserError(f"the field timeout is in seconds, 0.01 to 10, got {timeout:g}")
     if parts.scheme == "snmpv3":
         if not parts.username:
             raise UserError(f"an snmpv3 address names its user: snmpv3://USER@HOST:PORT, got '{uri}'")
-        return FieldAddress(parts.hostname, port, user=v3_user(parts.username))
-    return FieldAddress(parts.hostname, port, community=parts.username or "public")
+        return FieldAddress(parts.hostname, port, user=v3_user(parts.username), timeout_s=timeout)
+    return FieldAddress(parts.hostname, port, community=parts.username or "public", timeout_s=timeout)
 
 
 class Manager:
     """GET and SET on the contexts `0 .. n-1` of one agent, from synchronous code (it owns an event loop)."""
 
-    def __init__(self, address: FieldAddress, n_contexts: int, timeout_s: float) -> None:
+    def __init__(self, address: FieldAddress, n_contexts: int) -> None:
         self.address = address
         self.loop = asyncio.new_event_loop()
         self.engine = SnmpEngine()
-        self._targets = self.run(self._configure(n_contexts, timeout_s))
+        self._targets = self.run(self._configure(n_contexts, address.timeout_s))
+        self.engine.transport_dispatcher.set_timer_resolution(TIMER_S)
+        self.set_failures = 0
         self._get = cmdgen.GetCommandGenerator()
         self._set = cmdgen.SetCommandGenerator()
 
@@ -125,15 +136,15 @@ class Manager:
 
         return dict(zip(requests, self.run(all_of()), strict=True))
 
-    def set(self, writes: dict[int, list[tuple[OID, int]]]) -> dict[int, bool]:
-        """Per context, whether its writes were accepted."""
+    def set(self, writes: dict[int, list[tuple[OID, int]]]) -> None:
+        """Send writes to the contexts without waiting for the answers: an unanswered or refused write counts
+        in `set_failures` once its answer (or its timeout) comes in, while the manager runs a later request."""
+        for k, pairs in writes.items():
+            answer = self._send(self._set, k, [(rfc1902.ObjectName(o), rfc1902.Integer32(v)) for o, v in pairs])
+            answer.add_done_callback(self._count_failure)
 
-        async def all_of() -> list[list[Any] | None]:
-            futures = [self._send(self._set, k, [(rfc1902.ObjectName(o), rfc1902.Integer32(v)) for o, v in pairs])
-                       for k, pairs in writes.items()]  # fmt: skip
-            return list(await asyncio.gather(*futures))
-
-        return {k: answer is not None for k, answer in zip(writes, self.run(all_of()), strict=True)}
+    def _count_failure(self, answer: asyncio.Future[list[Any] | None]) -> None:
+        self.set_failures += answer.result() is None
 
     def close(self) -> None:
         self.engine.close_dispatcher()

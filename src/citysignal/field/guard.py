@@ -1,10 +1,12 @@
 """The safety guard for controllers in the field: it commands, the controllers run the sequences.
 
 A `SafetyGuard` over a `FieldBackend`:
-- before deciding, it follows what the controllers report. A reported state that directly follows the
-  one it saw before is checked like any state the guard shows (conflicting greens, a green lost without
-  yellow) and counted as a violation if it fails; a state reported after missed polls is taken as it is
-  (`unobserved`): the guard did not see the way there, and it starts that green's clock afresh;
+- before deciding, it follows what the controllers report. A reported state one second (the
+  controller's) after the one it saw before is checked like any state the guard shows (conflicting
+  greens, a green lost without yellow) and counted as a violation if it fails; a state reported after
+  seconds it did not see (missed polls, a centre slower than the controllers) is taken as it is
+  (`unobserved`): the guard did not see the way there. A green's clock is the backend's (when the
+  controller began showing it, or the latest it can have begun);
 - requests go through the guard's usual rules (refusals, deferral by min green and by running
   transitions, max-red preemption, priority holds). Where the twin's guard would start a transition,
   this one sends the command instead (the target green's state; `FieldBackend.write` turns it into
@@ -55,11 +57,11 @@ class FieldGuard(SafetyGuard):
         field = self.field
         for k in map(int, np.flatnonzero(field.answered)):
             state = field.reported[k]
-            if field.jumped[k] or state != self.shown[k]:
+            if state != self.shown[k]:
                 self.unobserved += int(field.jumped[k])
                 self._show(k, state, now, check=not field.jumped[k])
                 self._track(k, state, now)
-                self.since[k] = field.since[k]  # when it began, as the controller's clock tells
+            self.since[k] = field.since[k]  # when it began, as the controller's clock tells
         lost = field.lost
         self.pending[lost] = HOLD
         writes = super().apply(now, np.where(lost, HOLD, requests), halting, passed, box, hold)

@@ -14,10 +14,11 @@ is `CommandDecider`. The link in front of the agent (`agent.LossyLink`) drops an
 (`loss`, `latency_s`) and cuts them all during `outages` (controller seconds).
 
 Pacing: with `speed` > 0 the clock runs at `speed` controller seconds per wall second from the first
-request on (1: real time); with `speed` 0 (lockstep) each second waits until every intersection got a
-command write since the last step (a central refreshes its commands every second), at most
-`step_timeout_s` of wall time: commands then act in the second they were decided for, as on the
-direct twin, and a central that says nothing sees the clock run at one second per timeout. A
+request on (1: real time); with `speed` 0 (lockstep) each second waits for the central's commands (a
+central refreshes them every second, all intersections at once): for the first write at most
+`step_timeout_s` of wall time, then for the other intersections' at most `LOCKSTEP_GRACE_S` (a
+lost one does not come). Commands then act in the second they were decided for, as on the direct
+twin, and a central that says nothing sees the clock run at one second per timeout. A
 controller's clock starts at the scenario's begin once the first request arrives, and it answers for
 `linger_s` after its window ends, so that a central sees the end.
 """
@@ -51,6 +52,7 @@ from citysignal.twin.observation import LANE_FIELDS, Observation, ProgramPositio
 from citysignal.twin.session import DEFAULT_SEED
 
 DEFAULT_BACKUP_S = 5
+LOCKSTEP_GRACE_S = 0.05  # after the first command write of a second, how long the others may take
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class SimOptions:
     latency_s: float = 0.0
     outages: tuple[tuple[float, float], ...] = ()  # [from, to) in controller seconds
     speed: float = 1.0
-    step_timeout_s: float = 0.1
+    step_timeout_s: float = 1.0
     backup_s: int = DEFAULT_BACKUP_S
     local_plan: str = "fixed"
     community: str = "public"
@@ -150,6 +152,7 @@ class FieldSim:
         n = self.layout.n_intersections
         self.leaving = np.full(n, HOLD, dtype=np.int64)  # the green a running transition leaves
         self._written = np.zeros(n, dtype=bool)
+        self._first_written = asyncio.Event()
         self._all_written = asyncio.Event()
         self._contact = asyncio.Event()
         self._last_passed: NDArray[np.float64] | None = None
@@ -170,6 +173,7 @@ class FieldSim:
                 return True
             accepted = self.decider.command(k, oid[-2], oid[-1], value, self.now)
             self._written[k] |= accepted
+            self._first_written.set()
             if self._written.all():
                 self._all_written.set()
             return accepted
@@ -248,8 +252,11 @@ class FieldSim:
             due = started + (self.now + 1 - self.scenario.begin) / opts.speed
             await asyncio.sleep(max(0.0, due - time.monotonic()))
             return
-        with contextlib.suppress(TimeoutError):  # a command lost on the way: the second runs without it
-            await asyncio.wait_for(self._all_written.wait(), opts.step_timeout_s)
+        with contextlib.suppress(TimeoutError):  # no command at all: the second runs without
+            await asyncio.wait_for(self._first_written.wait(), opts.step_timeout_s)
+            with contextlib.suppress(TimeoutError):  # the others were lost on the way
+                await asyncio.wait_for(self._all_written.wait(), LOCKSTEP_GRACE_S)
+        self._first_written.clear()
         self._all_written.clear()
         self._written[:] = False
 
@@ -286,7 +293,10 @@ class FieldSim:
                 await asyncio.sleep(opts.linger_s)
             finally:
                 link.close()
+                timer = inner.transport_dispatcher.loopingcall  # held: pysnmp drops it while it is cancelled
                 inner.close_dispatcher()
+                if timer is not None:
+                    await asyncio.gather(timer, return_exceptions=True)
             summary = self.summary
             summary.steps = control.steps
             summary.wall_s = round(time.monotonic() - started, 3)
