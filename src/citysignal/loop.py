@@ -228,7 +228,7 @@ class ControlLoop(Generic[B]):
             halting, passed = (
                 self._inputs(seen) if self._inputs is not None else (obs.lane("halting"), obs.lane("passed"))
             )
-            hold = self.priority.hold(now, obs.calls, guard.green) if self.priority is not None else None
+            hold = self.priority.hold(now, obs.calls, guard.green, halting) if self.priority is not None else None
             backend.write(guard.apply(now, requests, halting, passed, obs.lane("box"), hold))
         t3 = time.perf_counter()
         tick = Tick(self.steps, now, obs, requests, t2 - t1)

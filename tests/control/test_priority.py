@@ -1,6 +1,8 @@
 """Emergency preemption and transit priority, through the guard, driven without SUMO: the held green is
 reached by the legal way (min green, transition, never a conflict), kept while the vehicle calls, and
-released after; a second emergency vehicle waits its turn; bus priority is capped and rate-limited."""
+released after; a second emergency vehicle waits its turn; a queue ahead on a shared lane gets a green
+that empties the lane, and one that stalls gets the green its head waits for; a signal further along the
+route is readied only while the vehicle can reach it; bus priority is capped and rate-limited."""
 
 from __future__ import annotations
 
@@ -8,7 +10,15 @@ import numpy as np
 from bundled import bundled_layout
 
 from citysignal.control.guard import HOLD, SafetyGuard
-from citysignal.control.priority import BUS_EVERY_S, BUS_HOLD_S, BUS_LATE_S, PREEMPT_MAX_S, Priority
+from citysignal.control.priority import (
+    BUS_EVERY_S,
+    BUS_HOLD_S,
+    BUS_LATE_S,
+    PREEMPT_MAX_S,
+    PREEMPT_STUCK_S,
+    STALL_S,
+    Priority,
+)
 from citysignal.network import signals
 from citysignal.network.layout import Layout
 from citysignal.twin.observation import PriorityCall, ProgramPosition
@@ -49,8 +59,7 @@ def test_an_emergency_vehicle_gets_its_green_legally_and_keeps_it_until_it_passe
     layout = bundled_layout("cologne1")
     guard = _start(layout, 0)
     s = _signal_only(layout, 0, 1)
-    call = PriorityCall(0, s, "emergency", "ev", 100.0, 0.0)
-    calls = {t: (call,) for t in range(20, 80)}
+    calls = {t: (PriorityCall(0, s, "emergency", "ev", 100.0 - (t - 20), 0.0),) for t in range(20, 80)}
     shown = _run(layout, guard, Priority(layout), calls, 120)
     served = [t + 1 for t, g in enumerate(shown) if g >= 0 and layout.intersections[0].serve_signals[g, s]]
     assert served and 20 < served[0] <= 20 + layout.intersections[0].min_green[0] + 10  # min green, then transition
@@ -101,7 +110,58 @@ def test_a_stuck_emergency_vehicle_holds_its_green_for_a_bounded_time() -> None:
     layout = bundled_layout("cologne1")
     priority = Priority(layout)
     green = np.zeros(layout.n_intersections, dtype=np.int64)
-    stuck = PriorityCall(0, _signal_only(layout, 0, 1), "emergency", "stuck", 40.0, 0.0)
-    held = [priority.hold(float(t), (stuck,), green)[0] for t in range(1, int(PREEMPT_MAX_S) + 30)]
+    s = _signal_only(layout, 0, 1)
+    stuck = PriorityCall(0, s, "emergency", "stuck", 40.0, 0.0)
+    held = [priority.hold(float(t), (stuck,), green)[0] for t in range(1, int(PREEMPT_STUCK_S) + 30)]
     assert held[0] == 1 and held[-1] == HOLD
+    assert sum(h == 1 for h in held) <= PREEMPT_STUCK_S + 1
+    crawling = [PriorityCall(0, s, "emergency", "crawling", 300.0 - t, 0.0) for t in range(int(PREEMPT_MAX_S) + 30)]
+    held = [priority.hold(float(t), (c,), green)[0] for t, c in enumerate(crawling)]
+    assert held[int(PREEMPT_STUCK_S) + 10] == 1 and held[-1] == HOLD  # it advances, but not for ever
     assert sum(h == 1 for h in held) <= PREEMPT_MAX_S + 1
+
+
+def _shared_lane(layout: Layout) -> tuple[int, int, int, int]:
+    """(intersection, signal, its incoming lane, the green serving it) where the serving green leaves another
+    signal of the lane red, and another green shows them all."""
+    for k, inter in enumerate(layout.intersections):
+        for m in np.flatnonzero(layout.mov_int == k):
+            s, lane = int(layout.mov_signal[m]), int(layout.mov_in[m])
+            signals_of_lane = layout.mov_signal[(layout.mov_int == k) & (layout.mov_in == lane)]
+            shows_all = inter.green_signals[:, signals_of_lane].all(axis=1)
+            serving = np.flatnonzero(inter.serve_signals[:, s] & ~shows_all)
+            if serving.size and shows_all.any():
+                return k, s, lane, int(serving[0])
+    raise AssertionError("no shared lane whose serving green leaves one of its signals red")
+
+
+def test_a_queue_ahead_on_a_shared_lane_gets_the_green_that_empties_the_lane() -> None:
+    layout = bundled_layout("cologne8")
+    k, s, lane, serving = _shared_lane(layout)
+    green = np.full(layout.n_intersections, serving, dtype=np.int64)
+    halting = np.zeros(len(layout.lanes))
+    far = PriorityCall(k, s, "emergency", "ev", 120.0, 0.0)
+    assert Priority(layout).hold(1.0, (far,), green, halting)[k] == serving  # no queue: its own green
+    halting[lane] = 5.0
+    priority = Priority(layout)
+    held = priority.hold(1.0, (far,), green, halting)[k]
+    assert layout.intersections[k].green_signals[held, layout.mov_signal[layout.mov_in == lane]].all()
+    # the lane-wide green shows, but the vehicle stands: the queue's head waits for a signal it does not serve
+    green[k] = held
+    stalled = [priority.hold(float(t), (far,), green, halting)[k] for t in range(2, int(STALL_S) + 4)]
+    assert stalled[0] == held and stalled[-1] != held
+    unserved = ~layout.intersections[k].serve_signals[held, layout.mov_signal[layout.mov_in == lane]]
+    assert layout.intersections[k].serve_signals[stalled[-1], layout.mov_signal[layout.mov_in == lane]][unserved].any()
+
+
+def test_a_signal_further_along_the_route_is_readied_only_while_the_vehicle_can_reach_it() -> None:
+    layout = bundled_layout("grid4x4")
+    priority = Priority(layout)
+    k0, k1 = 0, 1
+    s0, s1 = _signal_only(layout, k0, 1), _signal_only(layout, k1, 1)
+    calls = (PriorityCall(k0, s0, "emergency", "ev", 50.0, 0.0), PriorityCall(k1, s1, "emergency", "ev", 250.0, 0.0))
+    red = np.zeros(layout.n_intersections, dtype=np.int64)  # green 0 shows neither signal
+    assert list(priority.hold(1.0, calls, red)[[k0, k1]]) == [1, HOLD]  # it waits at the first
+    ahead = red.copy()
+    ahead[k0] = 1
+    assert list(priority.hold(2.0, calls, ahead)[[k0, k1]]) == [1, 1]  # it can go: the next one gets ready

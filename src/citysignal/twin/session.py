@@ -206,8 +206,9 @@ class Twin:
         return Observation(time=self.time, phase=phase, time_in_phase=time_in_phase, calls=calls, **values)
 
     def _calls(self) -> tuple[PriorityCall, ...]:
-        """Priority vehicles (SUMO vClass emergency or bus) within `priority_reach` of the stop line of
-        a signal of the layout, as calls on the signal (link) they will cross."""
+        """Priority vehicles (SUMO vClass emergency or bus) within `priority_reach` of the stop line of a
+        signal of the layout, as calls on the signal (link) they will cross: every such signal along the
+        route, not only the next (closely spaced signals would otherwise get no warning)."""
         sim, veh = self._api.simulation, self._api.vehicle
         for v in sim.getDepartedIDList():
             kind = PRIORITY_CLASSES.get(veh.getVehicleClass(v))
@@ -216,14 +217,16 @@ class Twin:
         for v in sim.getArrivedIDList():
             self._priority.pop(v, None)
         calls = []
+        reach = float(self.priority_reach or 0.0)
         for v, kind in self._priority.items():
-            ahead = veh.getNextTLS(v)
-            if not ahead:
-                continue
-            tls, link, distance, _ = ahead[0]
-            k = self._index_of.get(tls)
-            if k is not None and distance <= float(self.priority_reach or 0.0):
-                calls.append(PriorityCall(k, int(link), kind, v, float(distance), float(veh.getTimeLoss(v))))
+            called: set[int] = set()
+            for tls, link, distance, _ in veh.getNextTLS(v):  # along its route, nearest first
+                if distance > reach:
+                    break
+                k = self._index_of.get(tls)
+                if k is not None and k not in called:
+                    called.add(k)
+                    calls.append(PriorityCall(k, int(link), kind, v, float(distance), float(veh.getTimeLoss(v))))
         return tuple(sorted(calls, key=lambda c: (c.intersection, c.distance)))
 
     @cached_property
