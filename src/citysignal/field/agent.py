@@ -19,7 +19,7 @@ import bisect
 import random
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias, cast
 
 from pysnmp.carrier.asyncio.dgram import udp
@@ -40,8 +40,8 @@ class V3User:
     """One SNMPv3 user, authPriv: HMAC-SHA-256 authentication, AES-128 privacy (keys: passphrases, >= 8 chars)."""
 
     name: str
-    auth_key: str
-    priv_key: str
+    auth_key: str = field(repr=False)
+    priv_key: str = field(repr=False)
 
 
 class Objects(AbstractMibInstrumController):  # type: ignore[misc]

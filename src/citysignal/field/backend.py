@@ -1,7 +1,8 @@
 """The control loop's backend for signal controllers in the field, over NTCIP 1202 (`field.ntcip`).
 
 What the loop sees through it (`citysignal.loop.Backend`):
-- `time`: the controllers' clock (NTCIP 1201 globalTime), never running backwards;
+- `time`: the controllers' clock (NTCIP 1201 globalTime), never running backwards; while none answers,
+  the last time known (after `GIVE_UP_S` of wall time without an answer, a run ends with an error);
 - `step()`: sends this second's commands, waits until the controllers' clock has moved on by a second
   (at most `step_wait_s`), then polls every controller once (one GET per intersection, all at once):
   what it shows (phase and channel status, read back as signal states by `ntcip.StateBook`), its unit
@@ -47,7 +48,8 @@ from citysignal.twin.observation import Observation, ProgramPosition
 
 DEFAULT_MISSED_POLLS = 3
 CONTINUOUS_GAP_S = 5.0  # a green seen before and after at most this many unseen seconds showed all along
-CONNECT_TRIES = 20
+GIVE_UP_S = 120.0  # a run ends when no controller has answered for this long (wall clock)
+CONNECT_WAIT_S = 30.0  # how long the controllers may take to answer first
 EXTRA_NAMES = ("halting", "vehicles", "passed", "backlog", "speed")
 FIELD_FIELDS = frozenset({*EXTRA_NAMES, "occupancy", "box"})  # lane fields a controller reports
 
@@ -101,6 +103,7 @@ class FieldBackend:
         self.box = np.zeros(len(layout.box_lanes))
         self._oids = [self._poll_oids(k) for k in range(n)]
         self._time = -np.inf
+        self._answered_wall = time.monotonic()
         self.manager = Manager(address, n)
         try:
             self._connect()
@@ -117,7 +120,8 @@ class FieldBackend:
         lay = self.layout
         oids = [ntcip.EXTRA_ID, ntcip.MAX_PHASES, ntcip.MAX_CHANNELS, ntcip.MAX_DETECTORS]
         answers: dict[int, list[Any]] = {}
-        for _ in range(CONNECT_TRIES):  # a lossy link may need a few tries
+        deadline = time.monotonic() + CONNECT_WAIT_S
+        while time.monotonic() < deadline:  # a controller starting up, a lossy link: try again
             missing = [k for k in range(lay.n_intersections) if k not in answers]
             if not missing:
                 break
@@ -157,8 +161,12 @@ class FieldBackend:
         answers = self.manager.get({k: self._oids[k] for k in range(n)})
         self.polls += 1
         clock = [int(v[0]) for v in answers.values() if v is not None]
-        self._time = max(self._time, max(clock)) if clock else self._time + 1.0  # none answered: a second passed
-        now = self._time
+        if clock:
+            self._time = max(self._time, max(clock))
+            self._answered_wall = time.monotonic()
+        elif time.monotonic() - self._answered_wall > GIVE_UP_S:
+            raise UserError(f"no field controller at {self.address} has answered for {GIVE_UP_S:g} s")
+        now = self._time  # with no answer, the time stays the last one known
         for k, values in answers.items():
             self.answered[k] = values is not None
             if values is None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit
@@ -112,7 +112,7 @@ class Manager:
             targets.append((addr_name, context))
         return targets
 
-    def run(self, job: Coroutine[Any, Any, T]) -> T:
+    def run(self, job: Awaitable[T]) -> T:
         return self.loop.run_until_complete(job)
 
     def _send(self, generator: Any, k: int, var_binds: list[tuple[Any, Any]]) -> asyncio.Future[list[Any] | None]:
@@ -147,5 +147,8 @@ class Manager:
         self.set_failures += answer.result() is None
 
     def close(self) -> None:
+        timer = self.engine.transport_dispatcher.loopingcall  # held: pysnmp lets go of it while cancelling it
         self.engine.close_dispatcher()
+        if timer is not None:
+            self.run(asyncio.gather(timer, return_exceptions=True))
         self.loop.close()
