@@ -165,3 +165,15 @@ def test_a_signal_further_along_the_route_is_readied_only_while_the_vehicle_can_
     ahead = red.copy()
     ahead[k0] = 1
     assert list(priority.hold(2.0, calls, ahead)[[k0, k1]]) == [1, 1]  # it can go: the next one gets ready
+
+
+def test_a_late_bus_behind_a_queue_on_a_shared_lane_gets_the_green_that_empties_the_lane() -> None:
+    layout = bundled_layout("cologne8")
+    k, s, lane, serving = _shared_lane(layout)
+    green = np.full(layout.n_intersections, serving, dtype=np.int64)
+    halting = np.zeros(len(layout.lanes))
+    bus = PriorityCall(k, s, "bus", "bus", 60.0, BUS_LATE_S + 10)
+    assert Priority(layout).hold(1.0, (bus,), green, halting)[k] == serving  # no queue: its own green, kept
+    halting[lane] = 3.0
+    held = Priority(layout).hold(1.0, (bus,), green, halting)[k]
+    assert layout.intersections[k].green_signals[held, layout.mov_signal[layout.mov_in == lane]].all()

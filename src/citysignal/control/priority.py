@@ -26,7 +26,9 @@ hold lasts; then the controller's requests count again.
 - Transit priority: a bus that has lost more than `BUS_LATE_S` to traffic (the added buses carry no
   timetable, so a bus is behind schedule by any time it lost) gets the green serving it early, or
   kept, for at most `BUS_HOLD_S` once that green shows, and an intersection grants this at most once
-  per `BUS_EVERY_S`. A grant whose green does not show within `BUS_WAIT_S` lapses. (Measured on
+  per `BUS_EVERY_S`; with a queue ahead of the bus, the green that empties its lane (as for an emergency
+  vehicle: on cologne8 under the AI, bus delay with priority 35 -> 18 s/bus over seeds 23426-23428, 32 s
+  without). A grant whose green does not show within `BUS_WAIT_S` lapses. (Measured on
   cologne8, 30 buses/h: with a 20 s lateness threshold few buses qualified and bus delay did not
   move; the cap and the rate limit bound what general traffic pays.)
 
@@ -138,13 +140,14 @@ class Priority:
                 continue
             hold[k] = self._preempt(k, c, p, now, int(green[k]), halting)
         self._emergency = {k: p for k, p in self._emergency.items() if k in by_int and hold[k] != HOLD}
-        self._transit(now, calls, green, hold)
+        self._transit(now, calls, green, hold, halting)
         self._held = hold.copy()
         return hold
 
     def _transit(
-        self, now: float, calls: tuple[PriorityCall, ...], green: NDArray[np.int64], hold: NDArray[np.int64]
-    ) -> None:
+        self, now: float, calls: tuple[PriorityCall, ...], green: NDArray[np.int64], hold: NDArray[np.int64],
+        halting: NDArray[np.float64] | None,
+    ) -> None:  # fmt: skip
         late = {
             (c.intersection, c.vehicle): c
             for c in calls
@@ -159,13 +162,24 @@ class Priority:
         for (k, vehicle), c in sorted(late.items(), key=lambda item: item[1].distance):
             if k in self._bus or hold[k] != HOLD or now - self._last_grant[k] < BUS_EVERY_S:
                 continue
-            g = self._serving(k, c.signal, int(green[k]))
+            running = int(green[k])
+            g = self._flushing(k, c.signal, running) if self._queue_ahead(k, c, halting) else HOLD
+            if g == HOLD:
+                g = self._serving(k, c.signal, running)
             if g != HOLD:
                 self._bus[k] = _Grant(vehicle, g, now, now if green[k] == g else None)
                 self._last_grant[k] = now
                 self.counts["bus_grants"] += 1
         for k, grant in self._bus.items():
             hold[k] = grant.green
+
+    def _queue_ahead(self, k: int, c: PriorityCall, halting: NDArray[np.float64] | None) -> bool:
+        """Vehicles halt ahead of `c` on its lane: at least one of the lane's halting vehicles, and room for one
+        between `c` and the stop line (a NaN count, a faulty detector: no queue known)."""
+        lane = self._lane.get((k, c.signal))
+        if halting is None or lane is None:
+            return False
+        return bool(min(float(halting[lane]), c.distance // JAM_SPACING_M) >= 1)
 
     def _on_its_way(self, c: PriorityCall, emergency: list[PriorityCall], green: NDArray[np.int64]) -> bool:
         """Whether `c` may preempt now: it is its vehicle's nearest signal, or that nearest signal shows it
@@ -187,8 +201,7 @@ class Priority:
         left turn that finds no gap in the opposing flow the same green lets go), so the green serving most
         of the lane's signals it does not serve takes over, until the queue stalls again or is gone."""
         lane = self._lane.get((k, c.signal))
-        ahead = 0.0 if halting is None or lane is None else min(float(halting[lane]), c.distance // JAM_SPACING_M)
-        if ahead >= 1:  # NaN (a faulty detector): no queue known
+        if self._queue_ahead(k, c, halting):
             p.queue_at = now
         queue = p.queue_at is not None and now - p.queue_at < STALL_S  # a queue that flickers counts as one
         serve, flush = self._serving(k, c.signal, running), self._flushing(k, c.signal, running)
