@@ -8,15 +8,11 @@ commands act in the second they were decided for, so a clean link must give the 
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+from field_sim import field_sim
 
 from citysignal.bench.episode import run_episode
 from citysignal.bench.metrics import trip_metrics
@@ -25,29 +21,6 @@ from citysignal.field.episode import FieldResult, run_field
 from citysignal.scenarios import resolve
 
 WINDOW_S = 300.0
-
-
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def field_sim(scenario: str, end: float, out: Path, *options: str) -> Iterator[int]:
-    """A simulated field in a process of its own (libsumo allows one simulation per process); its port."""
-    port = _free_udp_port()
-    command = [sys.executable, "-m", "citysignal", "field-sim", scenario, "--port", str(port), "--speed", "0",
-               "--end", f"{end:g}", "--out", str(out), *options]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        yield port
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def drive(

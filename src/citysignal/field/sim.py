@@ -182,65 +182,69 @@ class FieldSim:
 
     # publishing ---------------------------------------------------------------------------
     def _publish(self, obs: Observation) -> None:
-        lay, guard = self.layout, self.guard
+        """Refresh every context's objects from the observation and the guard (once a second)."""
         passed = obs.lane("passed")
         volume = passed - (self._last_passed if self._last_passed is not None else passed)
         self._last_passed = passed
         self._sequence = (self._sequence + 1) % 256
-        self.leaving = np.where(guard.green >= 0, guard.green, self.leaving)
-        lanes = {name: obs.lane(name) for name in ntcip.EXTRA_FIELDS if name != "box"}
-        box = obs.lane("box")
-        for k, inter in enumerate(lay.intersections):
-            n_phases = len(inter.greens)
-            shown = guard.shown[k]
-            green = np.zeros(n_phases, dtype=bool)
-            yellow = np.zeros(n_phases, dtype=bool)
-            if guard.green[k] >= 0:
-                green[guard.green[k]] = True
-            elif self.leaving[k] >= 0 and signals.yellow_mask(shown).any():
-                yellow[self.leaving[k]] = True
-            phase_status = (ntcip.bits(~green & ~yellow), ntcip.bits(yellow), ntcip.bits(green))
-            mine = self.detectors.lanes[k]
-            values: dict[ntcip.OID, Value] = {
-                ntcip.GLOBAL_TIME: rfc1902.Counter32(int(obs.time)),
-                ntcip.MAX_PHASES: rfc1902.Integer32(n_phases),
-                ntcip.MAX_PHASE_GROUPS: rfc1902.Integer32(ntcip.groups(n_phases)),
-                ntcip.MAX_CHANNELS: rfc1902.Integer32(inter.n_signals),
-                ntcip.MAX_CHANNEL_GROUPS: rfc1902.Integer32(ntcip.groups(inter.n_signals)),
-                ntcip.MAX_DETECTORS: rfc1902.Integer32(len(mine)),
-                ntcip.ACTIVE_DETECTORS: rfc1902.Integer32(len(mine)),
-                ntcip.VOLUME_SEQUENCE: rfc1902.Integer32(self._sequence),
-                ntcip.VOLUME_PERIOD: rfc1902.Integer32(1),
-                ntcip.UNIT_BACKUP_TIME: rfc1902.Integer32(self.decider.backup_s),
-                ntcip.UNIT_CONTROL_STATUS: rfc1902.Integer32(
-                    ntcip.BACKUP_MODE if self.decider.backup[k] else ntcip.SYSTEM_CONTROL
-                ),
-                ntcip.UNIT_FLASH_STATUS: rfc1902.Integer32(ntcip.FLASH_NONE),
-                ntcip.UNIT_ALARM_STATUS_1: rfc1902.Integer32(0),
-                ntcip.UNIT_ALARM_STATUS_2: rfc1902.Integer32(0),
-                ntcip.SHORT_ALARM_STATUS: rfc1902.Integer32(0),
-                ntcip.EXTRA_ID: rfc1902.OctetString(inter.id),
-            }
-            for column, groups in zip((ntcip.STATUS_REDS, ntcip.STATUS_YELLOWS, ntcip.STATUS_GREENS), phase_status,
-                                      strict=True):  # fmt: skip
-                for g, v in enumerate(groups, start=1):
-                    values[(*ntcip.PHASE_STATUS, column, g)] = rfc1902.Integer32(v)
-            for column, groups in zip((ntcip.STATUS_REDS, ntcip.STATUS_YELLOWS, ntcip.STATUS_GREENS),
-                                      ntcip.channel_groups(shown), strict=True):  # fmt: skip
-                for g, v in enumerate(groups, start=1):
-                    values[(*ntcip.CHANNEL_STATUS, column, g)] = rfc1902.Integer32(v)
-            for column, groups in self.decider.control[k].items():
-                for g, v in enumerate(groups, start=1):
-                    values[(*ntcip.PHASE_CONTROL, column, g)] = rfc1902.Integer32(v)
-            occupancy = np.clip(np.rint(obs.lane("occupancy")[mine] * ntcip.OCCUPANCY_STEPS), 0, ntcip.OCCUPANCY_STEPS)
-            for d, (vol, occ) in enumerate(zip(np.clip(volume[mine], 0, 254), occupancy, strict=True), start=1):
-                values[(*ntcip.VOLUME_OCCUPANCY, ntcip.DETECTOR_VOLUME, d)] = rfc1902.Integer32(int(vol))
-                values[(*ntcip.VOLUME_OCCUPANCY, ntcip.DETECTOR_OCCUPANCY, d)] = rfc1902.Integer32(int(occ))
-            for name, lane_values in lanes.items():
-                block = ntcip.pack(lane_values[mine], ntcip.EXTRA_SCALE[name])
-                values[ntcip.extra_oid(name)] = rfc1902.OctetString(block)
-            values[ntcip.extra_oid("box")] = rfc1902.OctetString(ntcip.pack(box[self.detectors.box[k]], 1.0))
+        self.leaving = np.where(self.guard.green >= 0, self.guard.green, self.leaving)
+        for k in range(self.layout.n_intersections):
+            values = self._unit(k, obs.time)
+            values.update(self._signals(k))
+            values.update(self._detectors(k, obs, volume))
             self.objects[k].update(values)
+
+    def _unit(self, k: int, now: float) -> dict[ntcip.OID, Value]:
+        inter = self.layout.intersections[k]
+        n_phases, n_detectors = len(inter.greens), len(self.detectors.lanes[k])
+        mode = ntcip.BACKUP_MODE if self.decider.backup[k] else ntcip.SYSTEM_CONTROL
+        values = {
+            ntcip.GLOBAL_TIME: rfc1902.Counter32(int(now)),
+            ntcip.EXTRA_ID: rfc1902.OctetString(inter.id),
+            ntcip.MAX_PHASES: n_phases, ntcip.MAX_PHASE_GROUPS: ntcip.groups(n_phases),
+            ntcip.MAX_CHANNELS: inter.n_signals, ntcip.MAX_CHANNEL_GROUPS: ntcip.groups(inter.n_signals),
+            ntcip.MAX_DETECTORS: n_detectors, ntcip.ACTIVE_DETECTORS: n_detectors,
+            ntcip.VOLUME_SEQUENCE: self._sequence, ntcip.VOLUME_PERIOD: 1,
+            ntcip.UNIT_BACKUP_TIME: self.decider.backup_s, ntcip.UNIT_CONTROL_STATUS: mode,
+            ntcip.UNIT_FLASH_STATUS: ntcip.FLASH_NONE,
+            ntcip.UNIT_ALARM_STATUS_1: 0, ntcip.UNIT_ALARM_STATUS_2: 0, ntcip.SHORT_ALARM_STATUS: 0,
+        }  # fmt: skip
+        return {oid: rfc1902.Integer32(v) if isinstance(v, int) else v for oid, v in values.items()}
+
+    def _signals(self, k: int) -> dict[ntcip.OID, Value]:
+        """Phase status (the green showing, or the one a transition leaves while it shows yellow), channel
+        status (each signal's colour) and the phase control groups in force."""
+        guard = self.guard
+        n_phases = len(self.layout.intersections[k].greens)
+        green = np.zeros(n_phases, dtype=bool)
+        yellow = np.zeros(n_phases, dtype=bool)
+        if guard.green[k] >= 0:
+            green[guard.green[k]] = True
+        elif self.leaving[k] >= 0 and signals.yellow_mask(guard.shown[k]).any():
+            yellow[self.leaving[k]] = True
+        values: dict[ntcip.OID, Value] = {}
+        colours = (ntcip.STATUS_REDS, ntcip.STATUS_YELLOWS, ntcip.STATUS_GREENS)
+        phases = (ntcip.bits(~green & ~yellow), ntcip.bits(yellow), ntcip.bits(green))
+        for column, phase_groups, channel_groups in zip(colours, phases, ntcip.channel_groups(guard.shown[k]),
+                                                        strict=True):  # fmt: skip
+            _put_groups(values, ntcip.PHASE_STATUS, column, phase_groups)
+            _put_groups(values, ntcip.CHANNEL_STATUS, column, channel_groups)
+        for column, control_groups in self.decider.control[k].items():
+            _put_groups(values, ntcip.PHASE_CONTROL, column, control_groups)
+        return values
+
+    def _detectors(self, k: int, obs: Observation, volume: NDArray[np.float64]) -> dict[ntcip.OID, Value]:
+        """NTCIP volume and occupancy per detector, and the block objects (`ntcip.EXTRA`)."""
+        mine = self.detectors.lanes[k]
+        values: dict[ntcip.OID, Value] = {}
+        occupancy = np.clip(np.rint(obs.lane("occupancy")[mine] * ntcip.OCCUPANCY_STEPS), 0, ntcip.OCCUPANCY_STEPS)
+        for d, (vol, occ) in enumerate(zip(np.clip(volume[mine], 0, 254), occupancy, strict=True), start=1):
+            values[(*ntcip.VOLUME_OCCUPANCY, ntcip.DETECTOR_VOLUME, d)] = rfc1902.Integer32(int(vol))
+            values[(*ntcip.VOLUME_OCCUPANCY, ntcip.DETECTOR_OCCUPANCY, d)] = rfc1902.Integer32(int(occ))
+        for name, scale in ntcip.EXTRA_SCALE.items():
+            rows = self.detectors.box[k] if name == "box" else mine
+            values[ntcip.extra_oid(name)] = rfc1902.OctetString(ntcip.pack(obs.lane(name)[rows], scale))
+        return values
 
     # running ------------------------------------------------------------------------------
     def _down(self) -> bool:
@@ -307,3 +311,9 @@ class FieldSim:
         if out is not None:
             (out / "summary.json").write_text(json.dumps(asdict(summary), indent=1) + "\n")
         return summary
+
+
+def _put_groups(values: dict[ntcip.OID, Value], entry: ntcip.OID, column: int, groups: list[int]) -> None:
+    """A group table's column: group `g` (from 1) under `entry.column.g`."""
+    for g, v in enumerate(groups, start=1):
+        values[(*entry, column, g)] = rfc1902.Integer32(v)
