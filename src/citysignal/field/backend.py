@@ -206,14 +206,16 @@ class FieldBackend:
             self.green[k] = green
             # a report at T tells the second before T; the first report, what starts at T
             self.since[k] = clock - (not first)
-        mine = self.detectors.lanes[k]
+        mine, box = self.detectors.lanes[k], self.detectors.box[k]
         if "occupancy" in self.fields:
-            self.lanes["occupancy"][mine] = [int(next(it)) / ntcip.OCCUPANCY_STEPS for _ in mine]
+            occupancy = np.array([_number(next(it)) for _ in mine])
+            valid = occupancy <= ntcip.OCCUPANCY_STEPS  # 210 and up are the detector's fault codes
+            self.lanes["occupancy"][mine] = np.where(valid, occupancy / ntcip.OCCUPANCY_STEPS, np.nan)
         for name in EXTRA_NAMES:
             if name in self.fields:
-                self.lanes[name][mine] = ntcip.unpack(bytes(next(it)), ntcip.EXTRA_SCALE[name])
+                self.lanes[name][mine] = _block(next(it), len(mine), ntcip.EXTRA_SCALE[name])
         if "box" in self.fields:
-            self.box[self.detectors.box[k]] = ntcip.unpack(bytes(next(it)), 1.0)
+            self.box[box] = _block(next(it), len(box), 1.0)
 
     # the loop's backend ---------------------------------------------------------------------
     @property
@@ -274,3 +276,18 @@ class FieldBackend:
                 break
             time.sleep(0.005)
         self._poll()
+
+
+def _number(value: Any) -> float:
+    """An INTEGER reading; NaN (unknown) when the controller has no such object."""
+    try:
+        return float(int(value))
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _block(value: Any, n: int, scale: float) -> NDArray[np.float64]:
+    """A block object's readings; all unknown (NaN) when the controller has none of the right size (a
+    controller without the extra objects: the guard then treats the readings as unknown)."""
+    raw = bytes(value) if isinstance(value, bytes | bytearray) or hasattr(value, "asOctets") else b""
+    return ntcip.unpack(raw, scale) if len(raw) == 4 * n else np.full(n, np.nan)
