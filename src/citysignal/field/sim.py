@@ -97,7 +97,6 @@ class CommandDecider:
     over from where the signals stand."""
 
     def __init__(self, layout: Layout, local: Controller, backup_s: int) -> None:
-        self.layout = layout
         self.local = local
         self.requires = local.requires
         self.backup_s = backup_s
@@ -112,6 +111,7 @@ class CommandDecider:
         self.local.reset(layout, position, seed)
 
     def command(self, k: int, column: int, group: int, value: int, now: float) -> bool:
+        """A write of one phase control group (`column`: hold, force-off, omit or call); False if out of range."""
         if not (0 <= value <= 255 and 1 <= group <= ntcip.groups(self.n_phases[k])):
             return False
         values = list(self.control[k][column])
@@ -127,9 +127,6 @@ class CommandDecider:
         asked = zip(self.control, self.n_phases, obs.phase, strict=True)
         central = np.array([ntcip.requested_phase(c, p, int(g)) for c, p, g in asked], dtype=np.int64)
         return np.where(self.backup, local, central)
-
-    def stats(self) -> dict[str, float]:
-        return {"backup_steps": float(self.backup_steps.sum())}
 
 
 class FieldSim:
