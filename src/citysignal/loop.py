@@ -226,7 +226,7 @@ class ControlLoop(Generic[B]):
             requests = self.decider.decide(seen)
             t2 = time.perf_counter()
             halting, passed = (
-                self._inputs(seen) if self._inputs is not None else (obs.lane("halting"), obs.lane("passed"))
+                self._inputs(seen) if self._inputs is not None else (obs.waiting(), obs.lane("passed"))
             )
             hold = self.priority.hold(now, obs.calls, guard.green, halting) if self.priority is not None else None
             backend.write(guard.apply(now, requests, halting, passed, obs.lane("box"), hold))

@@ -19,12 +19,13 @@ sequences and is the only source of the states the twin shows:
   held (counted as `floor_holds`). The floors are the program's own (its shortest yellow, its shortest
   all-red), else `signals.DEFAULT_YELLOW_S` yellow and no all-red. Red-yellow (`u`) has no floor;
 - clearance: a change ends with the new green only once the junction box is clear of vehicles
-  waiting inside it on a movement that has lost its green and conflicts with one the new green
-  starts (a permissive left turn waiting for a gap). Until then, for at most `MAX_CLEARANCE_S`, the
-  guard shows all-red for those signals. Without it, such a vehicle meets the new green inside the
-  box and two vehicles that each yield to the other lock the junction for good (seen on cologne3's
-  clustered junction, with SUMO's teleporting off). Needs the `box` observation; without it, the
-  transitions run as modelled;
+  standing or crawling inside it (`Observation.box`) on a movement that has lost its green and
+  conflicts with one the new green starts (a permissive left turn waiting for a gap, or one that
+  found it as the yellow began: let it meet the new green's traffic and both wait for each other).
+  Until then, for at most `MAX_CLEARANCE_S`, the guard shows all-red for those signals. Without it,
+  such a vehicle meets the new green inside the box and two vehicles that each yield to the other
+  lock the junction for good (seen on cologne3's and cologne1's clustered junctions, with SUMO's
+  teleporting off). Needs the `box` observation; without it, the transitions run as modelled;
 - max red: a vehicle signal whose vehicles have waited `max_red` seconds without being *served*
   preempts the controller: the guard switches (after min green) to the green that serves it (see
   `Intersection.serve_signals`), also serving most other such signals. Served means what a driver
@@ -32,8 +33,10 @@ sequences and is the only source of the states the twin shows:
   line of one of its lanes in that second), or nobody waits there. A permissive left turn whose
   vehicles find gaps is served; one blocked behind opposing traffic, or a green into a full lane, is
   not. Without stop-line counts (`passed`), a green counts as service when it is major (the
-  permissive green of a signal that also has a protected one does not). Pedestrian signals have no
-  detectors here, so they are served by the controllers' cycles.
+  permissive green of a signal that also has a protected one does not). Waiting counts the queue
+  behind a stub approach and vehicles waiting to enter too (the loop hands `Observation.waiting`:
+  ingolstadt21's left turn onto a 0.2 m stub queued on the road before it, unseen, for 40 min).
+  Pedestrian signals have no detectors here, so they are served by the controllers' cycles.
 
 Detector readings may be faulty (see `citysignal.twin.faults`): a NaN halting or stop-line count is
 *unknown*. An unknown halting count counts as vehicles waiting (the max-red clock runs), an unknown
@@ -66,7 +69,7 @@ from citysignal.network.model import Intersection
 from citysignal.twin.observation import ProgramPosition
 
 HOLD = -1
-GUARD_FIELDS = frozenset({"halting", "passed", "box"})  # what `apply` reads from every observation
+GUARD_FIELDS = frozenset({"halting", "backlog", "passed", "box"})  # what `apply` reads from every observation
 DEFAULT_MAX_RED_S = 120.0
 MAX_CLEARANCE_S = 5.0
 CLEARANCE_YELLOW = frozenset("yY")  # the yellow that clears a lost green (red-yellow `u` announces one)
@@ -246,9 +249,11 @@ class SafetyGuard:
     ) -> dict[int, str]:
         """Turn this step's requests into the states to write now (only those that change).
 
-        `halting` and `passed` are per layout lane: vehicles halting now, and vehicles that crossed
-        the lane's stop line since the start (cumulative; see `Observation.passed`); `box` is per
-        `Layout.box_lanes`: vehicles halting inside the junction. `hold` (per intersection, a green or
+        `halting` and `passed` are per layout lane: vehicles waiting for its signal now
+        (`Observation.waiting`),
+        and vehicles that crossed the lane's stop line since the start (cumulative; see
+        `Observation.passed`); `box` is per `Layout.box_lanes`: vehicles not yet clear of the junction
+        (`Observation.box`). `hold` (per intersection, a green or
         HOLD) is priority (`control.priority`): that green is reached by the usual legal way and kept,
         whatever the controller requests and whoever starves meanwhile."""
         self._box = box

@@ -416,10 +416,10 @@ class DetectorSupervisor:
         return np.where(self.fallback, fixed, requests)
 
     def guard_inputs(self, obs: Observation) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
-        """Halting and stop-line counts for the guard, faulty lanes unknown."""
+        """Waiting (`Observation.waiting`) and stop-line counts for the guard, faulty lanes unknown."""
         health = self.checked
         passed = None if obs.passed is None else health.unknown(obs.passed)
-        return health.unknown(obs.lane("halting")), passed
+        return health.unknown(obs.waiting()), passed
 
     def faulty_lanes(self) -> dict[str, str]:
         """Lane id -> why its detector is not trusted, for the lanes judged faulty now."""

@@ -1,11 +1,14 @@
 """A city under learned control: the twin and the safety guard, stepped one decision at a time.
 
 `CityCore` is what both the PettingZoo environment and the trainer's rollout workers drive: the control
-loop (`citysignal.loop`) over the twin, with the agents as its decider. Every `interval` seconds the
-agents' requests go to the guard (which still runs every 1 s of simulation in between, carrying deferred
-requests out as soon as min green allows), and each intersection is rewarded with minus the mean number
-of vehicles queued on its incoming lanes over the interval (vehicles waiting to be inserted on an entry
-lane's edge included: a queue that continues off the map).
+loop (`citysignal.loop`) over the twin, with the agents as its decider. A step hands the agents'
+requests to the guard (which runs every 1 s of simulation, carrying deferred requests out as soon as
+min green allows) and runs either a fixed number of seconds (the environments) or, as the trainer
+does, until the next second at which some intersection is due to decide on the deployed controller's
+`DecisionClock`. Each intersection is rewarded with minus the vehicles queued on its incoming lanes
+(vehicles waiting to be inserted on an entry lane's edge included: a queue that continues off the map),
+summed over the step's seconds and divided by `REWARD_SCALE`: a 10 s step of a steady queue of q
+vehicles earns -q / 10.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from citysignal.control.ai import movement_features
+from citysignal.control.ai import DECISION_INTERVAL_S, DecisionClock, movement_features
 from citysignal.control.base import Controller
 from citysignal.control.guard import GUARD_FIELDS, HOLD, SafetyGuard
 from citysignal.loop import ControlLoop
@@ -27,6 +30,7 @@ from citysignal.twin import Twin
 from citysignal.twin.observation import Observation, ProgramPosition
 
 FIELDS = frozenset({"vehicles", "occupancy", "backlog"}) | GUARD_FIELDS
+REWARD_SCALE = 100.0  # vehicle-seconds of queue per unit of reward
 
 
 @dataclass
@@ -34,6 +38,7 @@ class Step:
     obs: Observation
     reward: NDArray[np.float64]
     done: bool
+    seconds: int  # simulated seconds the step ran
 
 
 class _Agents:
@@ -59,9 +64,19 @@ class _Agents:
 
 
 class CityCore:
-    def __init__(self, scenario: Scenario, interval: int = 10, tripinfo: Path | None = None) -> None:
+    """`interval`: the seconds a fixed step runs; `decision_interval`: the `DecisionClock` of `due` and
+    of steps run until the next decision."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        interval: int = 10,
+        tripinfo: Path | None = None,
+        decision_interval: float = DECISION_INTERVAL_S,
+    ) -> None:
         self.scenario = scenario
         self.interval = interval
+        self.decision_interval = decision_interval
         self.tripinfo = tripinfo
         self.layout = Layout.from_network(load_network(scenario.net_file, scenario.additional_files))
         self.twin: Twin | None = None
@@ -69,6 +84,7 @@ class CityCore:
         self.loop: ControlLoop[Twin] | None = None
         self.obs: Observation | None = None
         self._agents = _Agents(self.layout.n_intersections)
+        self.clock = DecisionClock(self.layout.n_intersections, decision_interval)
 
     @property
     def background(self) -> Controller | None:
@@ -89,26 +105,37 @@ class CityCore:
         self.twin = Twin(self.scenario, self.layout, seed=seed, fields=FIELDS, tripinfo=self.tripinfo).__enter__()
         self.loop = ControlLoop(self.twin, self.guard, self._agents)
         self.loop.start(seed)
+        self.clock = DecisionClock(self.layout.n_intersections, self.decision_interval)
         self.obs = self.loop.observe()
         return self.obs
 
-    def step(self, requests: NDArray[np.int64]) -> Step:
-        """Apply one decision per intersection (or HOLD) and run `interval` seconds."""
+    def due(self) -> NDArray[np.bool_]:
+        """Intersections due to decide now on the `DecisionClock`."""
+        assert self.obs is not None
+        return self.clock.due(self.obs)
+
+    def step(self, requests: NDArray[np.int64], until_due: bool = False) -> Step:
+        """Apply one decision per intersection (or HOLD) and run `interval` seconds, or with `until_due`
+        until some intersection is `due` (the intersections due now count as having decided)."""
         loop = self.loop
         if loop is None or self.obs is None:
             raise RuntimeError("reset() first")
+        if until_due:
+            self.clock.mark(self.due(), self.obs.time)
         queued = np.zeros(self.layout.n_intersections)
         obs = self.obs
         self._agents.pending = requests
-        for _ in range(self.interval):
-            if loop.done:
-                break
+        seconds = 0
+        while not loop.done and (until_due or seconds < self.interval):
             loop.tick()
             obs = loop.observe()
+            seconds += 1
             queued += self.layout.queue_per_intersection(obs.lane("halting") + obs.lane("backlog"))
+            if until_due and self.clock.due(obs).any():
+                break
         self._agents.pending = self._agents.hold
         self.obs = obs
-        return Step(obs, -queued / self.interval / 10.0, loop.done)
+        return Step(obs, -queued / REWARD_SCALE, loop.done, seconds)
 
     def features(self) -> NDArray[np.float64]:
         assert self.obs is not None

@@ -25,7 +25,6 @@ from citysignal.control.ai import (
     green_features,
     log_softmax,
     masked_logits,
-    ready,
     sample,
     trust_region,
 )
@@ -48,6 +47,7 @@ class Rollout:
     logp: list[FloatArray] = field(default_factory=list)
     values: list[FloatArray] = field(default_factory=list)
     rewards: list[FloatArray] = field(default_factory=list)
+    seconds: list[int] = field(default_factory=list)  # each step's length (discounting is per second)
     allowed: list[NDArray[np.bool_]] = field(default_factory=list)
     decided: list[NDArray[np.bool_]] = field(default_factory=list)  # the policy's choice was carried out
     metrics: dict[str, float] = field(default_factory=dict)
@@ -80,7 +80,7 @@ def rollout(
                 scores, values = forward(params, index, mov, green)
                 logits = masked_logits(index, scores)
                 result.feature_max = np.maximum(result.feature_max, np.nan_to_num(mov).max(axis=0))
-                deciding = ready(obs)
+                deciding = core.due()
                 if greedy:
                     deployed = deployed_choice(index, logits, mov, green, rule.feature_max, rule.ood_factor, rule.trust)
                     actions = deployed.choice
@@ -91,7 +91,7 @@ def rollout(
                     allowed = trust_region(index, anchor_scores(index, mov, green), rule.trust)
                     inside = np.where(allowed, logits, -np.inf)
                     actions = sample(inside, rng)
-                step = core.step(np.where(deciding, actions, HOLD).astype(np.int64))
+                step = core.step(np.where(deciding, actions, HOLD).astype(np.int64), until_due=True)
                 if not greedy:
                     result.mov.append(mov.astype(np.float32))
                     result.green.append(green.astype(np.float32))
@@ -101,6 +101,7 @@ def rollout(
                     result.logp.append(np.take_along_axis(log_softmax(inside), actions[:, None], axis=1)[:, 0])
                     result.values.append(values)
                     result.rewards.append(step.reward)
+                    result.seconds.append(step.seconds)
                 obs = step.obs
                 if step.done:
                     break
@@ -123,8 +124,8 @@ class RuleConfig:
 
 @dataclass
 class Demonstration:
-    """A teacher's episode, seen as the policy sees it: features, and at every decision tick the
-    anchor's (Advanced-MP's) choice for the intersections that decide then."""
+    """A teacher's episode, seen as the policy sees it: features, and at every second some intersection is
+    due on the policy's `DecisionClock`, the anchor's (Advanced-MP's) choice for those due."""
 
     scenario: Scenario
     mov: list[FloatArray] = field(default_factory=list)
@@ -152,11 +153,12 @@ def demonstrate(scenario: Scenario, teacher: str, seed: int, trust: float = TRUS
         while True:
             mov = core.features()
             green = green_features(core.layout, obs)
-            step = core.step(hold)
+            due = core.due()
+            step = core.step(hold, until_due=True)
             demo.mov.append(mov.astype(np.float32))
             demo.green.append(green.astype(np.float32))
             anchor = np.argmax(masked_logits(index, anchor_scores(index, mov, green)), axis=1)
-            demo.labels.append(np.where(ready(obs), anchor, -1).astype(np.int64))  # -1: no decision here
+            demo.labels.append(np.where(due, anchor, -1).astype(np.int64))  # -1: no decision here
             demo.allowed.append(trust_region(index, anchor_scores(index, mov, green), trust))
             demo.feature_max = np.maximum(demo.feature_max, np.nan_to_num(mov).max(axis=0))
             obs = step.obs

@@ -38,6 +38,8 @@ from citysignal.network import load_network
 from citysignal.network.layout import Layout
 from citysignal.scenarios import Scenario
 
+MINIBATCH_STEPS = 600
+
 
 @dataclass
 class TrainConfig:
@@ -50,8 +52,8 @@ class TrainConfig:
     address: str | None = None  # Ray cluster address; None starts Ray locally
     seed: int = 0
     lr: float = 3e-4
-    gamma: float = 0.9  # per 10 s decision: a horizon of about 100 s
-    lam: float = 0.95
+    gamma: float = 0.9  # per 10 s: a horizon of about 100 s
+    lam: float = 0.95  # per 10 s
     clip: float = 0.2
     epochs: int = 4
     entropy: float = 0.003
@@ -73,14 +75,18 @@ class Progress:
     log: list[dict[str, float]] = field(default_factory=list)
 
 
-def _gae(rewards: np.ndarray, values: np.ndarray, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
-    """Advantages and returns per (time, intersection); the last step bootstraps on its own value."""
+def _gae(
+    rewards: np.ndarray, values: np.ndarray, seconds: np.ndarray, gamma: float, lam: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Advantages and returns per (step, intersection); the last step bootstraps on its own value. Steps
+    last `seconds` each, and `gamma` and `lam` are per 10 s (a step of s seconds discounts by gamma^(s/10))."""
     adv = np.zeros_like(rewards)
     last = np.zeros(rewards.shape[1])
     for t in reversed(range(len(rewards))):
         nxt = values[t + 1] if t + 1 < len(values) else values[t]
-        delta = rewards[t] + gamma * nxt - values[t]
-        last = delta + gamma * lam * last
+        discount = gamma ** (seconds[t] / 10.0)
+        delta = rewards[t] + discount * nxt - values[t]
+        last = delta + discount * lam ** (seconds[t] / 10.0) * last
         adv[t] = last
     return adv, adv + values
 
@@ -176,25 +182,25 @@ class Trainer:
         batches = []
         for r in rollouts:
             rewards, values = np.array(r.rewards), np.array(r.values)
-            adv, ret = _gae(rewards, values, cfg.gamma, cfg.lam)
+            adv, ret = _gae(rewards, values, np.array(r.seconds), cfg.gamma, cfg.lam)
             batches.append((r, adv, ret))
         flat = np.concatenate([b[1].ravel() for b in batches])
         mean, scale = flat.mean(), flat.std() + 1e-8
         totals = {"policy_loss": 0.0, "value_loss": 0.0, "entropy": 0.0}
         count = 0
         for _ in range(cfg.epochs):
-            for r, adv, ret in batches:
+            for r, adv, ret, part in self._minibatches(batches):
                 index = self.indexes[r.scenario.name]
                 dev = self.device
-                mov = torch.as_tensor(np.array(r.mov), dtype=torch.float64, device=dev)
-                green = torch.as_tensor(np.array(r.green), dtype=torch.float64, device=dev)
-                actions = torch.as_tensor(np.array(r.actions), device=dev)
-                allowed = torch.as_tensor(np.array(r.allowed), device=dev)
-                decided = torch.as_tensor(np.array(r.decided), device=dev, dtype=torch.float64)
+                mov = torch.as_tensor(np.array(r.mov[part]), dtype=torch.float64, device=dev)
+                green = torch.as_tensor(np.array(r.green[part]), dtype=torch.float64, device=dev)
+                actions = torch.as_tensor(np.array(r.actions[part]), device=dev)
+                allowed = torch.as_tensor(np.array(r.allowed[part]), device=dev)
+                decided = torch.as_tensor(np.array(r.decided[part]), device=dev, dtype=torch.float64)
                 n_decided = decided.sum().clamp(min=1.0)
-                old_logp = torch.as_tensor(np.array(r.logp), device=dev)
-                advantage = torch.as_tensor((adv - mean) / scale, device=dev)
-                returns = torch.as_tensor(ret, device=dev)
+                old_logp = torch.as_tensor(np.array(r.logp[part]), device=dev)
+                advantage = torch.as_tensor((adv[part] - mean) / scale, device=dev)
+                returns = torch.as_tensor(ret[part], device=dev)
                 scores, values = self.model(index, mov, green)
                 logp_all = self.model.log_probs(index, scores, allowed)
                 logp = logp_all.gather(-1, actions[..., None])[..., 0]
@@ -214,6 +220,18 @@ class Trainer:
                 totals["entropy"] += entropy.item()
                 count += 1
         return {k: v / max(count, 1) for k, v in totals.items()}
+
+    @staticmethod
+    def _minibatches(
+        batches: list[tuple[Rollout, np.ndarray, np.ndarray]],
+    ) -> list[tuple[Rollout, np.ndarray, np.ndarray, slice]]:
+        """Each episode in runs of at most `MINIBATCH_STEPS` consecutive steps (a decision every second or
+        two makes an hour thousands of steps: one batch of them all would hold gigabytes of activations)."""
+        return [
+            (r, adv, ret, slice(start, start + MINIBATCH_STEPS))
+            for r, adv, ret in batches
+            for start in range(0, len(r.mov), MINIBATCH_STEPS)
+        ]
 
     def _validate(self) -> dict[str, float]:
         cfg = self.config
@@ -275,7 +293,8 @@ class Trainer:
             frac = (epoch + 1) / cfg.imitation_epochs
             self.on_progress(f"imitation epoch {epoch + 1}: agreement {accuracy:.3f}", frac)
         self.progress.imitated = True
-        self.progress.log.append({"iteration": -1, "imitation_agreement": accuracy})
+        # validated like any iteration: the cloned policy is the first candidate for best.npz
+        self.progress.log.append({"iteration": -1, "imitation_agreement": accuracy, **self._validate()})
         self._save(self.progress.log[-1])
 
     def _save(self, row: dict[str, float]) -> None:

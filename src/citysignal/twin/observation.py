@@ -40,8 +40,9 @@ class Observation:
       off the map), the latter at most `BACKLOG_OFF_MAP_CAP` per lane: a detector at the city's edge
       sees that the queue reaches past it, not how far (counted in full, endless entry queues pull
       every green to the city's edge: Advanced-MP on arterial4x4 1371 s, capped 850 s);
-    - box: vehicles halting *inside* junctions, per `Layout.box_lanes` (each movement's first
-      internal lane), e.g. left-turners waiting for a gap;
+    - box: vehicles *inside* junctions that have not cleared them, per `Layout.box_lanes` (each
+      movement's first internal lane): standing or crawling (a lane's mean speed below the twin's
+      `BOX_CLEAR_SPEED_MS`), e.g. left-turners waiting for a gap or just setting off through it;
     - calls: priority vehicles (emergency vehicles, buses) approaching a signal within reach (in the
       field: a preemption or transit-priority input), nearest first per intersection;
     - phase: current green per intersection (-1 while in a transition);
@@ -65,6 +66,12 @@ class Observation:
         if value is None:
             raise KeyError(f"observation field '{name}' was not gathered; declare it in `requires`")
         return np.asarray(value)
+
+    def waiting(self) -> NDArray[np.float64]:
+        """Per lane, the vehicles waiting for its signal, as the guard's max-red rule counts them: those
+        halting on it and its `backlog` (the queue behind a stub approach, vehicles waiting to enter)."""
+        halting = self.lane("halting")
+        return halting if self.backlog is None else halting + self.backlog
 
 
 @dataclass(frozen=True)

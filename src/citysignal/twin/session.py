@@ -30,6 +30,7 @@ from citysignal.sumo_home import binary
 from citysignal.twin.observation import BACKLOG_OFF_MAP_CAP, LANE_FIELDS, Observation, PriorityCall, ProgramPosition
 
 PRIORITY_CLASSES = {"emergency": "emergency", "bus": "bus"}  # SUMO vClass -> priority call kind
+BOX_CLEAR_SPEED_MS = 2.0  # slower than this inside a junction, a vehicle still blocks the box
 DEFAULT_SEED = 23423  # SUMO's own default: a bench run with seed 23423 reproduces a plain `sumo` run
 
 
@@ -199,11 +200,20 @@ class Twin:
         if "backlog" in self.fields:
             values["backlog"] = self._backlog()
         if "box" in self.fields:
-            get = lane.getLastStepHaltingNumber
-            box = self.layout.box_lanes
-            values["box"] = np.fromiter((get(n) for n in box), dtype=float, count=len(box))
+            values["box"] = self._box()
         calls = self._calls() if self.priority_reach is not None else ()
         return Observation(time=self.time, phase=phase, time_in_phase=time_in_phase, calls=calls, **values)
+
+    def _box(self) -> NDArray[np.float64]:
+        """Vehicles inside each box lane that have not yet cleared it: all of them while they move slower
+        than `BOX_CLEAR_SPEED_MS` on average (a left-turner that just found its gap is still in the way of
+        the next green), none while they pass at speed."""
+        lane = self._api.lane
+        count = np.fromiter((lane.getLastStepVehicleNumber(n) for n in self.layout.box_lanes), dtype=float)
+        for i in np.flatnonzero(count):
+            if lane.getLastStepMeanSpeed(self.layout.box_lanes[i]) >= BOX_CLEAR_SPEED_MS:
+                count[i] = 0.0
+        return count
 
     def _calls(self) -> tuple[PriorityCall, ...]:
         """Priority vehicles (SUMO vClass emergency or bus) within `priority_reach` of the stop line of a
