@@ -40,8 +40,9 @@ in the preemption itself (fixed in commit 4d4e48c, shared by every map): on a sh
 served only the vehicle's own signal, so the queue's head waited at red in front of it (4-8 s per vehicle, and
 holds that ran out at 60 s 100 m before the stop line); a permissive left turn at the head of the queue found
 no gap in the flow the lane-wide green let go; a signal right after another got its call only once the vehicle
-had passed the first. The rest of the max-pressure gap on these seeds is one vehicle of seed 23425 that waited
-40 s at an unsignalized junction for the platoon a preemption released for another emergency vehicle.
+had passed the first. Preemptions also interact where no signal stands: in a diagnostic run of seed 23425
+under max-pressure an emergency vehicle waited 40 s at an unsignalized junction for the platoon a preemption
+had released for another one.
 """
 
 
