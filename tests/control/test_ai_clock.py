@@ -1,0 +1,79 @@
+"""The AI's decision clock is Advanced-MP's: with the learned part switched off (the anchor alone) and
+Advanced-MP's 10 s interval, the AI requests exactly what Advanced-MP requests, step by step, in the
+closed loop; at its own 2 s interval it decides on the same per-intersection clock, five times as often."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from bundled import bundled_layout
+
+from citysignal.control.adaptive import AdvancedMaxPressure
+from citysignal.control.ai import AiController, DecisionClock, default_policy_path, load_policy, save_policy
+from citysignal.control.guard import GUARD_FIELDS, HOLD, SafetyGuard
+from citysignal.loop import ControlLoop
+from citysignal.network.layout import Layout
+from citysignal.scenarios import resolve
+from citysignal.twin import Twin
+from citysignal.twin.observation import Observation, ProgramPosition
+
+
+def _anchor_only(path: Path) -> Path:
+    params, feature_max = load_policy(default_policy_path())
+    params["w4"][:] = 0.0
+    params["b4"][:] = 0.0
+    params["alpha"][:] = 1.0
+    return save_policy(path, params, np.full_like(feature_max, np.inf), "the anchor alone")
+
+
+class _Both:
+    """Advanced-MP drives; the AI decides on every same observation beside it and is compared."""
+
+    def __init__(self, ai: AiController) -> None:
+        self.amp = AdvancedMaxPressure()
+        self.ai = ai
+        self.decisions = 0
+
+    def reset(self, layout: Layout, position: ProgramPosition, seed: int = 0) -> None:
+        self.amp.reset(layout, position, seed)
+        self.ai.reset(layout, position, seed)
+
+    def decide(self, obs: Observation) -> np.ndarray:
+        mine = self.amp.decide(obs)
+        theirs = self.ai.decide(obs)
+        due = theirs != HOLD  # a deciding AI requests a green, the running one to keep it
+        np.testing.assert_array_equal(due, self.amp.last_decision == obs.time, err_msg=f"t={obs.time}")
+        np.testing.assert_array_equal(theirs[due], np.where(mine == HOLD, obs.phase, mine)[due])
+        self.decisions += int(due.sum())
+        return mine
+
+
+def test_the_anchor_alone_on_advanced_mp_s_clock_is_advanced_mp(tmp_path: Path) -> None:
+    scenario = resolve("cologne8", 25200.0, 25800.0)
+    layout = bundled_layout("cologne8")
+    both = _Both(AiController(_anchor_only(tmp_path / "anchor.npz"), interval=10.0))
+    guard = SafetyGuard(layout)
+    with Twin(scenario, layout, fields=both.ai.requires | GUARD_FIELDS) as twin:
+        loop = ControlLoop(twin, guard, both)
+        loop.start(23423)
+        while not loop.done:
+            loop.tick()
+    assert both.decisions > 100
+
+
+def test_each_intersection_decides_on_its_own_clock() -> None:
+    n = 3
+    clock = DecisionClock(n, interval=2.0)
+    phase = np.array([0, 1, -1])
+
+    def at(t: float, age: float) -> Observation:
+        return Observation(time=t, phase=phase, time_in_phase=np.array([age, age - 5.0, age]))
+
+    assert not clock.due(at(100.0, 9.0)).any()  # no green has run 10 s
+    due = clock.due(at(101.0, 10.0))
+    np.testing.assert_array_equal(due, [True, False, False])  # the second is younger, the third changing
+    clock.mark(due, 101.0)
+    np.testing.assert_array_equal(clock.due(at(102.0, 11.0)), [False, False, False])
+    np.testing.assert_array_equal(clock.due(at(103.0, 12.0)), [True, False, False])  # 2 s after its last
+    np.testing.assert_array_equal(clock.due(at(103.0, 15.0)), [True, True, False])
