@@ -110,12 +110,14 @@ def test_tiny_training_run_produces_a_loadable_policy(tmp_path: Path) -> None:
     assert set(params) >= {"w1", "alpha"} and feature_max.shape == (MOVEMENT_FEATURES,)
     assert (feature_max > 0).any()  # the range seen in training, for the deployed rule's fallback
     rows = list(csv.DictReader((tmp_path / "train_log.csv").open()))
-    assert len(rows) == 3 and 0.0 < float(rows[0]["imitation_agreement"]) <= 1.0  # warm start, then 2 iterations
-    assert all(row["val_score"] and row["val_ai_trust_takeover_rate/cologne1"] for row in rows[1:])
+    # the untrained policy validated, the warm start (validated), then 2 iterations
+    assert [int(float(row["iteration"])) for row in rows] == [-2, -1, 0, 1]
+    assert 0.0 < float(rows[1]["imitation_agreement"]) <= 1.0
+    assert all(row["val_score"] and row["val_ai_trust_takeover_rate/cologne1"] for row in rows)
     resumed = Trainer(TrainConfig([window], tmp_path, episodes=3, workers=1, resume=True, imitation_epochs=2))
     assert resumed.progress.iteration == 2 and resumed.progress.imitated
     resumed.run()
-    assert len((tmp_path / "train_log.csv").read_text().splitlines()) == 5
+    assert len((tmp_path / "train_log.csv").read_text().splitlines()) == 6
     proc = subprocess.run(
         [sys.executable, "-m", "citysignal", "bench", "cologne1", "-c", "ai", "--policy", str(best),
          "--end", "25500", "--json"],

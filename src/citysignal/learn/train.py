@@ -12,7 +12,9 @@ deployed rule's trust region, so that what is learned is what may run). Every `v
 iterations the policy runs under exactly the deployed rule (trust region, out-of-range fallback with
 the feature range seen so far) on held-back seeds of the same scenarios, and the checkpoint with the
 lowest validation delay relative to the teacher (measured on the same seeds) is kept, not the last
-or the best training episode. How often the fallback and the trust region took over is logged.
+or the best training episode; the untrained policy (its skip connection with a near-zero learned part)
+and the cloned one are validated first, so learning ships only what beats them. How often the
+fallback and the trust region took over is logged.
 
 Outputs in `out`: `checkpoint.pt` (resumable: model, optimizer, iteration, log), `best.npz` (the
 selected policy, NumPy), `train_log.csv`, TensorBoard events when tensorboard is installed.
@@ -268,6 +270,10 @@ class Trainer:
         demos: list[Demonstration] = self._map(demonstrate, jobs)  # type: ignore[assignment]
         for demo in demos:
             self.feature_max = np.maximum(self.feature_max, demo.feature_max)
+        # the untrained policy (the anchor with a near-zero learned part) is a candidate too, in the
+        # feature range the demonstrations saw
+        self.progress.log.append({"iteration": -2, **self._validate()})
+        self._save(self.progress.log[-1])
         dev = self.device
         accuracy = 0.0
         for epoch in range(cfg.imitation_epochs):
