@@ -256,7 +256,7 @@ class Trainer:
             self.progress.best_score = score
             self.progress.best_iteration = self.progress.iteration
             names = ", ".join(sc.name for sc in cfg.scenarios)
-            note = f"citysignal PPO shared policy; trained on {names}; iteration {self.progress.iteration}; "
+            note = f"citysignal PPO shared policy; trained on {names}; after {self.progress.iteration} PPO iterations; "
             note += f"validation delay / {cfg.teacher} = {score:.3f} under the deployed rule; "
             note += f"config {asdict(cfg) | {'scenarios': names}}"
             save_policy(cfg.out / "best.npz", params, self.feature_max, note)
