@@ -21,6 +21,7 @@ import typer
 
 from citysignal.control.guard import DEFAULT_MAX_RED_S
 from citysignal.errors import UserError
+from citysignal.field.command import FIELD_HELP
 from citysignal.scenarios.demand import time_option
 from citysignal.scenarios.priority import BUSES_HELP, EMERGENCY_HELP, NO_PRIORITY_HELP
 from citysignal.scenarios.registry import END_HELP
@@ -62,6 +63,7 @@ def serve(
     emergency_per_hour: Annotated[float, typer.Option(min=0.0, help=EMERGENCY_HELP)] = 0.0,
     buses_per_hour: Annotated[float, typer.Option(min=0.0, help=BUSES_HELP)] = 0.0,
     no_priority: Annotated[bool, typer.Option("--no-priority", help=NO_PRIORITY_HELP)] = False,
+    field: Annotated[str | None, typer.Option("--field", help=FIELD_HELP)] = None,
 ) -> None:
     """Run the command center: the twin in real time (x SPEED), API, live dashboard, audit log."""
     import uvicorn
@@ -81,7 +83,7 @@ def serve(
                                 begin=time_option(begin, "--begin"), end=time_option(end, "--end"),
                                 max_red=max_red, faults=faults,
                                 priority=PriorityDemand(emergency_per_hour, buses_per_hour, seed),
-                                priority_on=not no_priority)  # fmt: skip
+                                priority_on=not no_priority, field=field)  # fmt: skip
         app = create_app(service)
         service.start()
     except UserError as exc:  # some carry a driver's multi-line message: the CLI prints one line

@@ -170,12 +170,18 @@ def build_service(
     faults: FaultSpec | None = None,
     priority: PriorityDemand | None = None,
     priority_on: bool = True,
+    field: str | None = None,
 ) -> Service:
     settings.validate()
     if not 0 < speed <= MAX_SPEED:
         raise UserError(f"--speed must be in (0, {MAX_SPEED:g}], got {speed:g}")
     if max_red < 1:
         raise UserError(f"max-red must be at least 1 s, got {max_red:g}")
+    address = None
+    if field is not None:
+        from citysignal.field.client import parse_address  # pysnmp: only for street controllers
+
+        address = parse_address(field)
     sc = resolve(scenario, begin, end)
     network = load_network(sc.net_file, sc.additional_files)
     layout = Layout.from_network(network)
@@ -186,7 +192,7 @@ def build_service(
     store = AuditStore(settings.db_url, run_id)
     try:
         restart = RestartStore(store.engine, run_id)
-        config = EngineConfig(sc, controller, speed, seed, max_red, faults, priority, priority_on)
+        config = EngineConfig(sc, controller, speed, seed, max_red, faults, priority, priority_on, address)
         engine = EngineProcess(config, network, layout, store, restart)
     except UserError:
         store.close()

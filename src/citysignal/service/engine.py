@@ -55,7 +55,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -74,6 +74,10 @@ from citysignal.service.store import EventIn
 from citysignal.twin import DEFAULT_SEED, Observation, ProgramPosition, Twin
 from citysignal.twin.faults import DetectorFaults, FaultSpec
 from citysignal.twin.observation import JAM_SPACING_M
+
+if TYPE_CHECKING:
+    from citysignal.field.backend import FieldBackend
+    from citysignal.field.client import FieldAddress
 
 SERVICE_FIELDS = frozenset({"vehicles", "occupancy", "speed"}) | GUARD_FIELDS
 KPI_EVERY_S = 10
@@ -115,6 +119,7 @@ class EngineConfig:
     faults: FaultSpec | None = None  # detector faults (see `bench --detector-faults`); controllers supervised
     priority: PriorityDemand | None = None  # emergency vehicles and buses added (`serve --emergency-per-hour`)
     priority_on: bool = True  # False: the same vehicles, no preemption or priority (`--no-priority`)
+    field: FieldAddress | None = None  # street controllers to drive instead of the twin (`serve --field`)
 
     @property
     def vehicles(self) -> PriorityDemand | None:
@@ -231,6 +236,7 @@ class Live:
     capacity: float
     queue_fraction: NDArray[np.float64] = field(repr=False, default_factory=lambda: np.zeros(0))
     priority: dict[str, Any] | None = None  # see `ControlEngine._priority_view`; None without priority vehicles
+    field: dict[str, Any] | None = None  # see `ControlEngine._field_view`; None on the twin
 
 
 class ControlEngine:
@@ -247,6 +253,8 @@ class ControlEngine:
             )
         if not layout.n_intersections:
             raise UserError(f"{config.scenario.name}: no controllable intersection")
+        if config.field is not None and (config.faults is not None or config.vehicles is not None):
+            raise UserError("--field drives real detectors and vehicles: no --detector-faults or priority vehicles")
         self.config = config
         self.network = network
         self.layout = layout
@@ -266,6 +274,8 @@ class ControlEngine:
         self._guard: SafetyGuard | None = None
         self._priority: Priority | None = None
         self._priority_active: dict[tuple[str, str, str], dict[str, Any]] = {}  # audited as started, not ended
+        self._field: FieldBackend | None = None
+        self._field_events = 0  # the field's comm events audited so far
         self._lock = threading.Lock()
         self._waiting = 0
         self._waiting_lock = threading.Lock()
@@ -329,6 +339,10 @@ class ControlEngine:
                     continue
                 if self._stop.is_set():
                     break
+                if self.config.field is not None:  # the field's clock passed the window's end: nothing to restart
+                    self._system("field_window_end", "city", "ok", {"sim_time": self.config.scenario.end})
+                    self.loading = True
+                    break
                 self._episode += 1
                 self._system("episode_restart", "city", "ok", {"episode": self._episode})
         except UserError as exc:
@@ -346,8 +360,11 @@ class ControlEngine:
         resume, self._resume = self._resume, None
         self.loading = True
         try:
-            with tempfile.TemporaryDirectory(prefix="citysignal-serve-") as tmp:
-                self._run_twin(resume, Path(tmp))
+            if self.config.field is not None:
+                self._run_field(self.config.field)
+            else:
+                with tempfile.TemporaryDirectory(prefix="citysignal-serve-") as tmp:
+                    self._run_twin(resume, Path(tmp))
         finally:
             self._guard = None
             self._priority = None
@@ -380,6 +397,27 @@ class ControlEngine:
             self._loop(loop)
             self._check_priority(loop.time, ended=True)
 
+    def _run_field(self, address: FieldAddress) -> None:
+        """Street controllers instead of the twin (`citysignal.field`): the same loop, controllers and overrides
+        through a `FieldGuard`; the controllers' clock paces the loop, no snapshot is taken (a street cannot be
+        forked), and each comm loss and its end is audited and published."""
+        from citysignal.field.backend import FIELD_FIELDS, FieldBackend
+        from citysignal.field.guard import FieldGuard
+
+        cfg = self.config
+        backend = FieldBackend(self.layout, address, cfg.scenario.end, self.fields & FIELD_FIELDS)
+        try:
+            with self._lock:
+                guard = self._guard = FieldGuard(self.layout, backend, cfg.max_red)
+                self._field, self._field_events = backend, 0
+                loop = ControlLoop(backend, guard, self._decider, recorder=self._record)
+                loop.start(cfg.seed)
+                self._episode_steps = 0
+                self._seen_refused, self._seen_violations = guard.stats.refused, guard.stats.violations
+            self._loop(loop)
+        finally:
+            backend.close()
+
     def _resume_from(self, loop: ControlLoop[Twin], snap: Snapshot) -> None:
         try:
             loop.resume(snap.sumo_state, snap.guard, self.config.seed + self._episode)
@@ -389,7 +427,7 @@ class ControlEngine:
         self._system("twin_resumed", "city", "ok", {"sim_time": loop.time, "episode": snap.episode,
                                                      "snapshot_taken_at": snap.taken_at}, loop.time)  # fmt: skip
 
-    def _loop(self, loop: ControlLoop[Twin]) -> None:
+    def _loop(self, loop: ControlLoop[Twin] | ControlLoop[FieldBackend]) -> None:
         deadline = time.perf_counter()
         snapshot_at = -np.inf
         self.loading = False
@@ -403,9 +441,11 @@ class ControlEngine:
             finished = time.perf_counter()
             self.stepped_at = time.monotonic()
             self._busy.append(finished - started)
+            if self._field is not None:  # the controllers keep the pace, and a street has no snapshot
+                continue
             if self.on_snapshot is not None and finished - snapshot_at >= SNAPSHOT_EVERY_S:
                 snapshot_at = finished
-                self.on_snapshot(self._snapshot(loop))
+                self.on_snapshot(self._snapshot(loop))  # type: ignore[arg-type]
             deadline += 1.0 / self.config.speed
             delay = deadline - finished
             if delay > 0:
@@ -463,6 +503,7 @@ class ControlEngine:
         self._check_overrides(guard, now)
         self._check_guard(guard, now)
         self._check_priority(now)
+        self._check_field(now)
         sample = None
         if self._episode_steps % KPI_EVERY_S == 0:
             sample = self._kpi_sample(guard, obs, now)
@@ -519,6 +560,27 @@ class ControlEngine:
         return {"enabled": priority.enabled, "active": list(self._priority_active.values()), "calls": calls,
                 **priority.counts}  # fmt: skip
 
+    def _check_field(self, now: float) -> None:
+        """Audit each comm loss of an intersection and each end of one (`FieldBackend.events`), once."""
+        field = self._field
+        if field is None:
+            return
+        for event in field.events[self._field_events :]:
+            result = "error" if event.kind == "comm_loss" else "ok"
+            self._system(event.kind, event.intersection, result, {"missed_polls": field.missed_polls}, event.time)
+        self._field_events = len(field.events)
+
+    def _field_view(self) -> dict[str, Any] | None:
+        """What the dashboard shows of the field: the address, the intersections in comm loss and those whose
+        controllers report running their local plan."""
+        field = self._field
+        if field is None:
+            return None
+        ids = self.layout.ids
+        return {"address": str(field.address), "comm_loss": [ids[k] for k in np.flatnonzero(field.lost)],
+                "local_plan": [ids[k] for k in np.flatnonzero(field.backup)], "polls": field.polls,
+                "missed_polls": field.missed_total}  # fmt: skip
+
     def _check_guard(self, guard: SafetyGuard, now: float) -> None:
         st = guard.stats
         if st.refused > self._seen_refused:
@@ -571,6 +633,7 @@ class ControlEngine:
             capacity=self.capacity(),
             queue_fraction=np.minimum(1.0, obs.lane("halting") * JAM_SPACING_M / self._lane_length),
             priority=self._priority_view(obs),
+            field=self._field_view(),
         )
         if self.on_publish is not None:
             self.on_publish(self._live)

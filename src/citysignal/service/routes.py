@@ -128,6 +128,7 @@ def state_payload(service: Service) -> dict[str, Any]:
         kpi_sample=live.kpi_sample,
         lanes=encode_levels(live.queue_fraction),
         priority=live.priority,
+        field=live.field,
     )
     return out
 

@@ -228,6 +228,7 @@ function onFrame(f) {
   $("kpi-time").textContent = `at ${fmtClock(f.time)}`;
   if (f.kpi_sample && !S.sampleKeys.has(sampleKey(Object.assign({ run_id: f.run_id }, f.kpi_sample)))) refreshKpis();
   renderPriority(f.priority);
+  renderField(f.field);
   drawMap();
   if (f.last_event_id > S.lastEventId) refreshEvents(false);
   if (S.selected) refreshDetail();
@@ -260,6 +261,21 @@ function renderPriority(p) {
   $("priority-calls").replaceChildren(...(p.calls.length ? p.calls.map((c) => item(c.kind, c.kind, c.intersection,
     c.vehicle, `${Math.round(c.distance)} m · ${held.has(`${c.intersection}|${c.vehicle}`) ? "served" : "waiting"}`))
     : none("no priority vehicle near a signal")));
+}
+
+// ---------------------------------------------------------------- field controllers
+// fl: the frame's `field` (null on the twin): intersections in comm loss, and those on their local plan
+function renderField(fl) {
+  $("field-panel").hidden = !fl;
+  document.body.dataset.commLoss = String(fl ? fl.comm_loss.length : 0);
+  if (!fl) return;
+  $("field-note").textContent = `${fl.address} · ${fl.missed_polls} of ${fl.polls} polls missed`;
+  const rows = [...fl.comm_loss.map((id) => [id, "comm loss"]),
+    ...fl.local_plan.filter((id) => !fl.comm_loss.includes(id)).map((id) => [id, "local plan"])];
+  $("field-list").replaceChildren(...(rows.length ? rows.map(([id, what]) => el("li",
+    { "data-intersection": id, onclick: () => select(id) },
+    el("span", { class: "kind " + (what === "comm loss" ? "emergency" : "bus"), text: what }), el("b", { text: id })))
+    : [el("li", { class: "empty", text: "every controller answers and follows the centre" })]));
 }
 
 // ---------------------------------------------------------------- map
@@ -363,6 +379,7 @@ function drawMap() {
     : m.set(a.intersection, a.kind)), new Map());
   const priority = byKind(f && f.priority ? f.priority.active : []);
   const calling = byKind(f && f.priority ? f.priority.calls : []);
+  const lost = new Set(f && f.field ? f.field.comm_loss : []);
   let rings = 0;
   g.lineWidth = 2.5;
   S.geo.intersections.forEach((inter, k) => {
@@ -371,11 +388,13 @@ function drawMap() {
     const green = f && f.green ? f.green[k] : 0;
     const over = f && f.overrides && f.overrides[inter.id];
     g.fillStyle = "#0d1117";
-    g.strokeStyle = over ? "#b07cff" : green >= 0 ? "#2fbf71" : "#f2b134";
+    g.strokeStyle = lost.has(inter.id) ? "#8b949e" : over ? "#b07cff" : green >= 0 ? "#2fbf71" : "#f2b134";
+    g.setLineDash(lost.has(inter.id) ? [2, 3] : []);  // comm loss: grey and dashed, its state is unknown
     g.beginPath();
     g.arc(x, y, r, 0, 2 * Math.PI);
     g.fill();
     g.stroke();
+    g.setLineDash([]);
     const kind = priority.get(inter.id);
     if (kind || calling.has(inter.id)) {  // preemption / bus priority in force: a solid ring; a request: dashed
       g.strokeStyle = (kind || calling.get(inter.id)) === "bus" ? "#29c5f6" : "#e5484d";
