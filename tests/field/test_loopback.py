@@ -54,7 +54,7 @@ def test_a_lossy_link_stays_safe_and_falls_back_gracefully(tmp_path: Path) -> No
     assert result.metrics["missed_poll_share"] > 0.2
     assert result.metrics["safety_violations"] == 0 and summary["violations"] == 0
     assert result.metrics["in_comm_loss_at_end"] == 0
-    assert 0 < delay < 3 * 30.0  # bounded: cologne1 under max-pressure is about 20 s on a clean link
+    assert 0 < delay < 90.0  # a graceful fallback, not a breakdown (a gridlock reaches hundreds of seconds)
 
 
 def test_comm_loss_runs_the_local_plan_and_control_resumes(tmp_path: Path) -> None:
