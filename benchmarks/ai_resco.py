@@ -55,12 +55,14 @@ def training_curve(log: Path, png: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = [r for r in csv.DictReader(log.open()) if r.get("train_delay")]
-    it = [int(r["iteration"]) for r in rows]
+    logged = list(csv.DictReader(log.open()))
+    rows = [r for r in logged if r.get("train_delay")]
+    it = [int(float(r["iteration"])) for r in rows]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     a.plot(it, [float(r["train_delay"]) for r in rows], marker="o")
     a.set(title="training episodes (sampled policy)", xlabel="iteration", ylabel="mean RESCO delay, 8 maps (s)")
-    val = [(int(r["iteration"]), float(r["val_score"])) for r in rows if r.get("val_score")]
+    # validations before PPO too: the untrained policy (iteration -2) and the cloned one (-1)
+    val = [(int(float(r["iteration"])), float(r["val_score"])) for r in logged if r.get("val_score")]
     b.plot(*zip(*val, strict=True), marker="o", color="C1")
     b.axhline(1.0, color="k", lw=0.8)
     b.set(title="validation (deployed rule, held-back seeds)", xlabel="iteration", ylabel="delay / teacher")
