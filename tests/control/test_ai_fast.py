@@ -155,7 +155,11 @@ def test_near_ties_are_settled_as_the_reference_settles_them() -> None:
     choose as the reference on both sides."""
     layout = bundled_layout("grid4x4")
     ai = _sharp_ai(layout)
-    pairs = _tipping_points(ai, _loaded(layout, 0), most=4)
+    pairs: list[tuple[Observation, Observation]] = []
+    for seed in range(20):  # how many intersections tip within one observation depends on the weights
+        pairs += _tipping_points(ai, _loaded(layout, seed), most=4 - len(pairs))
+        if len(pairs) == 4:
+            break
     assert len(pairs) == 4
     for pair in pairs:
         for obs in pair:
