@@ -52,7 +52,8 @@ from citysignal.twin.observation import LANE_FIELDS, Observation, ProgramPositio
 from citysignal.twin.session import DEFAULT_SEED
 
 DEFAULT_BACKUP_S = 5
-LOCKSTEP_GRACE_S = 0.05  # after the first command write of a second, how long the others may take
+LOCKSTEP_GRACE_S = 0.25  # after the first command write of a second, how long the others may take (a loaded
+# machine can space a centre's writes by tens of ms; a second run without one lags that intersection by a second)
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class SimSummary:
     backup_s: dict[str, int] = field(default_factory=dict)  # per intersection: seconds run on the local plan
     datagrams_dropped: int = 0
     datagrams_carried: int = 0
+    uncommanded: dict[str, int] = field(default_factory=dict)  # lockstep: seconds run without this second's command
     wall_s: float = 0.0
 
 
@@ -149,6 +151,7 @@ class FieldSim:
         n = self.layout.n_intersections
         self.leaving = np.full(n, HOLD, dtype=np.int64)  # the green a running transition leaves
         self._written = np.zeros(n, dtype=bool)
+        self._uncommanded = np.zeros(n, dtype=np.int64)
         self._first_written = asyncio.Event()
         self._all_written = asyncio.Event()
         self._contact = asyncio.Event()
@@ -257,6 +260,7 @@ class FieldSim:
             await asyncio.wait_for(self._first_written.wait(), opts.step_timeout_s)
             with contextlib.suppress(TimeoutError):  # the others were lost on the way
                 await asyncio.wait_for(self._all_written.wait(), LOCKSTEP_GRACE_S)
+        self._uncommanded += ~self._written
         self._first_written.clear()
         self._all_written.clear()
         self._written[:] = False
@@ -305,6 +309,7 @@ class FieldSim:
         summary.prevented = self.guard.stats.prevented
         summary.backup_s = {i: int(s) for i, s in zip(self.layout.ids, self.decider.backup_steps, strict=True)}
         summary.datagrams_dropped, summary.datagrams_carried = link.dropped, link.carried
+        summary.uncommanded = {i: int(c) for i, c in zip(self.layout.ids, self._uncommanded, strict=True)}
         if out is not None:
             (out / "summary.json").write_text(json.dumps(asdict(summary), indent=1) + "\n")
         return summary
