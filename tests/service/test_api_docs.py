@@ -1,7 +1,7 @@
 """The API reference at /api/docs: Swagger UI served by the service itself (no CDN), linked from the dashboard.
 
 First every asset the page names is fetched from the service (TestClient); then, in Debian's Chromium
-(skipped without it, except in CI, as in test_dashboard_browser.py), the page renders every operation,
+(skipped without it, except in CI, as `browser_helpers` says), the page renders every operation,
 loads nothing from another origin, breaks no rule of the Content-Security-Policy, and a viewer token
 entered in "Authorize" runs GET /api/me from the page.
 """
@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from browser_helpers import browser_page, require_browser
 from fastapi.testclient import TestClient
 from service_helpers import auth, serving, strict_settings
-from test_dashboard_browser import CHROMIUM, LAUNCH_ARGS, _require_browser
 
 from citysignal.service.app import create_app
 from citysignal.service.context import build_service
@@ -63,41 +63,33 @@ def test_docs_need_no_token_but_the_api_still_does(client: TestClient) -> None:
 
 
 def test_docs_render_offline_in_a_browser_and_try_a_request(tmp_path: Path) -> None:
-    _require_browser()
-    from playwright.sync_api import sync_playwright
-
+    require_browser()
     args = ["grid4x4", "--controller", "fixed", "--speed", "20", "--begin", "0", "--end", "1800", "--port", "0",
             "--db", f"sqlite:///{tmp_path / 'audit.db'}"]  # fmt: skip
-    with serving(args, tmp_path / "serve.log") as served, sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            problems: list[str] = []
-            page.on("pageerror", lambda exc: problems.append(str(exc)))
-            page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
-            requested: list[str] = []
-            page.on("request", lambda req: requested.append(req.url))
-            page.goto(served.url + "/api/docs")
-            page.wait_for_selector("body[data-docs-ready]", timeout=30000)
-            assert page.locator(".opblock").count() >= 10  # every operation of the schema
-            assert page.get_by_text("/api/intersections/{inter_id}/override", exact=True).count() >= 1
+    with serving(args, tmp_path / "serve.log") as served, browser_page(width=1280, height=900) as page:
+        problems: list[str] = []
+        page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+        requested: list[str] = []
+        page.on("request", lambda req: requested.append(req.url))
+        page.goto(served.url + "/api/docs")
+        page.wait_for_selector("body[data-docs-ready]", timeout=30000)
+        assert page.locator(".opblock").count() >= 10  # every operation of the schema
+        assert page.get_by_text("/api/intersections/{inter_id}/override", exact=True).count() >= 1
 
-            me = "#operations-service-me_api_me_get"
-            page.click("button.authorize")
-            page.fill(".modal-ux input", "dev-viewer-token")
-            page.click(".modal-ux button.authorize")
-            page.click(".modal-ux button.btn-done")
-            page.click(f"{me} .opblock-summary")
-            page.click(f"{me} button.try-out__btn")
-            page.click(f"{me} button.execute")
-            page.wait_for_selector(f"{me} .live-responses-table .response-col_status")
-            answer = page.inner_text(f"{me} .live-responses-table")
-            assert "200" in answer and '"role": "viewer"' in answer
+        me = "#operations-service-me_api_me_get"
+        page.click("button.authorize")
+        page.fill(".modal-ux input", "dev-viewer-token")
+        page.click(".modal-ux button.authorize")
+        page.click(".modal-ux button.btn-done")
+        page.click(f"{me} .opblock-summary")
+        page.click(f"{me} button.try-out__btn")
+        page.click(f"{me} button.execute")
+        page.wait_for_selector(f"{me} .live-responses-table .response-col_status")
+        answer = page.inner_text(f"{me} .live-responses-table")
+        assert "200" in answer and '"role": "viewer"' in answer
 
-            shot = tmp_path / "api-docs.png"
-            page.screenshot(path=str(shot))
-            print(f"API docs screenshot: {shot}")
-            assert problems == []
-            assert requested and all(u.startswith(served.url) for u in requested), requested
-        finally:
-            browser.close()
+        shot = tmp_path / "api-docs.png"
+        page.screenshot(path=str(shot))
+        print(f"API docs screenshot: {shot}")
+        assert problems == []
+        assert requested and all(u.startswith(served.url) for u in requested), requested
