@@ -14,9 +14,20 @@ from rich.table import Table
 
 from citysignal.control.guard import DEFAULT_MAX_RED_S
 from citysignal.errors import UserError
-from citysignal.field.command import FIELD_HELP, bench_field, field_sim
+from citysignal.field.command import bench_field, field_sim
+from citysignal.options import (
+    Begin,
+    BusesPerHour,
+    DetectorFaults,
+    EmergencyPerHour,
+    End,
+    FaultKind,
+    FaultSeed,
+    Field,
+    MaxRed,
+    NoPriority,
+)
 from citysignal.scenarios.demand import time_option
-from citysignal.scenarios.priority import BUSES_HELP, EMERGENCY_HELP, NO_PRIORITY_HELP
 from citysignal.scenarios.registry import END_HELP
 
 if TYPE_CHECKING:
@@ -38,11 +49,6 @@ MESO_HELP = (
 )
 MAX_SEEDS = 1000  # a bound, so that a typo cannot queue runs without end
 MAX_WORKERS = 256
-FAULTS_HELP = (
-    "Fraction (0-1) of the lanes whose detectors fail (--fault-kind), for the controllers and the guard, never the "
-    "metrics; the controller then runs behind detector checks (queue model, fixed-time fallback). 0: the checks "
-    "on healthy detectors; default: no checks."
-)
 
 
 def _note(scenario: Scenario) -> None:
@@ -132,21 +138,21 @@ def bench(
     scenario: Annotated[list[str], typer.Argument(help="Bundled scenario names or paths to .sumocfg files.")],
     controller: Annotated[list[str], typer.Option("--controller", "-c", help="Controller(s) to run.")] = ["fixed"],  # noqa: B006
     seeds: Annotated[int, typer.Option(min=1, max=MAX_SEEDS, help="Seeds per run, from SUMO's default 23423.")] = 1,
-    begin: Annotated[str | None, typer.Option(help="Episode start (s or clock time); default: the scenario's.")] = None,
-    end: Annotated[str | None, typer.Option(help=END_HELP)] = None,
+    begin: Begin = None,
+    end: End = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per run on stdout.")] = False,
     out: Annotated[Path | None, typer.Option(help="Write results.md, results.jsonl and PNG plots here.")] = None,
     workers: Annotated[int, typer.Option(min=1, max=MAX_WORKERS, help="Parallel SUMO processes (Ray).")] = 2,
-    max_red: Annotated[float, typer.Option(min=1.0, help="Safety guard's max-red bound (s).")] = DEFAULT_MAX_RED_S,
+    max_red: MaxRed = DEFAULT_MAX_RED_S,
     policy: Annotated[Path | None, typer.Option(help="Weights (.npz) for the ai controller; default: shipped.")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address; default: local Ray.")] = None,
-    detector_faults: Annotated[float | None, typer.Option(help=FAULTS_HELP)] = None,
-    fault_kind: Annotated[str, typer.Option(help="stuck, missing, noisy, chattering or mixed.")] = "mixed",
-    fault_seed: Annotated[int, typer.Option(help="Seed of the draw of faulty lanes, kinds and onsets.")] = 0,
-    emergency_per_hour: Annotated[float, typer.Option(min=0.0, help=EMERGENCY_HELP)] = 0.0,
-    buses_per_hour: Annotated[float, typer.Option(min=0.0, help=BUSES_HELP)] = 0.0,
-    no_priority: Annotated[bool, typer.Option("--no-priority", help=NO_PRIORITY_HELP)] = False,
-    field: Annotated[str | None, typer.Option("--field", help=FIELD_HELP)] = None,
+    detector_faults: DetectorFaults = None,
+    fault_kind: FaultKind = "mixed",
+    fault_seed: FaultSeed = 0,
+    emergency_per_hour: EmergencyPerHour = 0.0,
+    buses_per_hour: BusesPerHour = 0.0,
+    no_priority: NoPriority = False,
+    field: Field = None,
 ) -> None:
     """Benchmark controllers on scenarios with the RESCO metric, through the safety guard."""
     from citysignal.bench import report

@@ -21,17 +21,22 @@ import typer
 
 from citysignal.control.guard import DEFAULT_MAX_RED_S
 from citysignal.errors import UserError
-from citysignal.field.command import FIELD_HELP
+from citysignal.options import (
+    Begin,
+    BusesPerHour,
+    DetectorFaults,
+    EmergencyPerHour,
+    End,
+    FaultKind,
+    FaultSeed,
+    Field,
+    MaxRed,
+    NoPriority,
+)
 from citysignal.scenarios.demand import time_option
-from citysignal.scenarios.priority import BUSES_HELP, EMERGENCY_HELP, NO_PRIORITY_HELP
-from citysignal.scenarios.registry import END_HELP
 from citysignal.twin.session import DEFAULT_SEED
 
 DB_HELP = "Audit store SQLAlchemy URL; default $CITYSIGNAL_DB or sqlite:///out/service/audit.db."
-FAULTS_HELP = (
-    "Fraction (0-1) of the lanes whose detectors fail (--fault-kind), for the controllers and the guard, never the "
-    "KPIs; controllers then run behind detector checks (queue model, fixed-time fallback)."
-)
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -54,16 +59,16 @@ def serve(
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port (0: any free port).")] = 8000,
     db: Annotated[str | None, typer.Option(help=DB_HELP)] = None,
     seed: Annotated[int, typer.Option(help="SUMO seed of the first episode (next ones: +1 each).")] = DEFAULT_SEED,
-    begin: Annotated[str | None, typer.Option(help="Episode start (s or clock time); default: the scenario's.")] = None,
-    end: Annotated[str | None, typer.Option(help=END_HELP)] = None,
-    max_red: Annotated[float, typer.Option(min=1.0, help="Safety guard's max-red bound (s).")] = DEFAULT_MAX_RED_S,
-    detector_faults: Annotated[float | None, typer.Option(help=FAULTS_HELP)] = None,
-    fault_kind: Annotated[str, typer.Option(help="stuck, missing, noisy, chattering or mixed.")] = "mixed",
-    fault_seed: Annotated[int, typer.Option(help="Seed of the draw of faulty lanes, kinds and onsets.")] = 0,
-    emergency_per_hour: Annotated[float, typer.Option(min=0.0, help=EMERGENCY_HELP)] = 0.0,
-    buses_per_hour: Annotated[float, typer.Option(min=0.0, help=BUSES_HELP)] = 0.0,
-    no_priority: Annotated[bool, typer.Option("--no-priority", help=NO_PRIORITY_HELP)] = False,
-    field: Annotated[str | None, typer.Option("--field", help=FIELD_HELP)] = None,
+    begin: Begin = None,
+    end: End = None,
+    max_red: MaxRed = DEFAULT_MAX_RED_S,
+    detector_faults: DetectorFaults = None,
+    fault_kind: FaultKind = "mixed",
+    fault_seed: FaultSeed = 0,
+    emergency_per_hour: EmergencyPerHour = 0.0,
+    buses_per_hour: BusesPerHour = 0.0,
+    no_priority: NoPriority = False,
+    field: Field = None,
 ) -> None:
     """Run the command center: the twin in real time (x SPEED), API, live dashboard, audit log."""
     import uvicorn
