@@ -45,7 +45,7 @@ from citysignal.bench.report import update_section
 from citysignal.control import SafetyGuard, make_controller
 from citysignal.control.base import Controller
 from citysignal.control.guard import GUARD_FIELDS, HOLD
-from citysignal.loop import ControlLoop, Tick
+from citysignal.loop import ControlLoop, Tick, deferrable
 from citysignal.network import load_network
 from citysignal.network.layout import Layout
 from citysignal.scenarios import Scenario, resolve
@@ -119,6 +119,11 @@ class _TimedDecider:
     def needs(self, clock: Observation) -> frozenset[str]:
         return self.controller.needs(clock)
 
+    def prefetch(self, obs: Observation) -> None:
+        started = time.thread_time()
+        self.controller.prefetch(obs)
+        self.cpu["observe"] += time.thread_time() - started
+
     def decide(self, obs: Observation) -> NDArray[np.int64]:
         started = time.thread_time()
         requests = self.controller.decide(obs)
@@ -150,7 +155,8 @@ def _measured(scenario: Scenario, controller: str, warmup: float) -> dict[str, A
             wall_ms.append(tick.decide_s * 1e3)
         cpu["record"] += time.thread_time() - started
 
-    with Twin(scenario, layout, seed=DEFAULT_SEED, fields=ctl.requires | GUARD_FIELDS) as twin:
+    fields, defer = ctl.requires | GUARD_FIELDS, deferrable(ctl)
+    with Twin(scenario, layout, seed=DEFAULT_SEED, fields=fields, defer=defer) as twin:
         loop = ControlLoop(_Timed(twin, cpu), guard, decider, recorder=record)
         loop.start(DEFAULT_SEED)
         while loop.time < scenario.begin + warmup:

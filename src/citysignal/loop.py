@@ -37,11 +37,11 @@ from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 import numpy as np
 from numpy.typing import NDArray
 
-from citysignal.control.guard import SafetyGuard
+from citysignal.control.guard import GUARD_DEFERRED, SafetyGuard
 from citysignal.control.priority import Priority
 from citysignal.network.layout import Layout
 from citysignal.twin.faults import DetectorFaults
-from citysignal.twin.observation import Observation, ProgramPosition
+from citysignal.twin.observation import LaneRows, Observation, ProgramPosition
 
 
 class Backend(Protocol):
@@ -97,6 +97,14 @@ class Decider(Protocol):
 
 
 @runtime_checkable
+class Prefetching(Protocol):
+    """A decider that reads some of its inputs by rows (`Controller.prefetch`): the loop has it read them
+    while observing."""
+
+    def prefetch(self, obs: Observation) -> None: ...
+
+
+@runtime_checkable
 class Supervised(Protocol):
     """A decider behind detector checks: the halting and stop-line counts the guard may trust."""
 
@@ -112,6 +120,17 @@ class Tick:
     obs: Observation  # the true readings (detector faults spoil only what the decider and the guard see)
     requests: NDArray[np.int64] | None  # None in monitor mode
     decide_s: float  # seconds the decider took
+
+
+def deferrable(decider: Decider) -> frozenset[str]:
+    """The lane fields a loop with this decider may defer (`Twin(defer=...)`): those the guard reads by rows
+    (`GUARD_DEFERRED`) that the decider does not read whole, and those the decider reads by rows
+    (`Controller.by_rows`). None behind detector checks: they judge whole arrays."""
+    if isinstance(decider, Supervised):
+        return frozenset()
+    requires: frozenset[str] = getattr(decider, "requires", frozenset())
+    by_rows: frozenset[str] = getattr(decider, "by_rows", frozenset())
+    return (GUARD_DEFERRED - requires) | by_rows
 
 
 class ResumeError(Exception):
@@ -208,6 +227,8 @@ class ControlLoop(Generic[B]):
             started = time.perf_counter()
             now = self.backend.time
             self._obs = self.backend.observe(self.guard.green.copy(), self.guard.time_in_phase(now))
+            if isinstance(self.decider, Prefetching):
+                self.decider.prefetch(self._obs)
             self.clock["observe"] += time.perf_counter() - started
         return self._obs
 
@@ -225,11 +246,13 @@ class ControlLoop(Generic[B]):
             seen = self.faults.apply(obs) if self.faults is not None else obs
             requests = self.decider.decide(seen)
             t2 = time.perf_counter()
-            halting, passed = (
-                self._inputs(seen) if self._inputs is not None else (obs.waiting(), obs.lane("passed"))
-            )
+            passed: NDArray[np.float64] | LaneRows | None
+            if self._inputs is not None:
+                halting, passed = self._inputs(seen)
+            else:  # the guard reads the stop lines it needs (a deferred field: only those)
+                halting, passed = obs.waiting(), obs.rows("passed")
             hold = self.priority.hold(now, obs.calls, guard.green, halting) if self.priority is not None else None
-            backend.write(guard.apply(now, requests, halting, passed, obs.lane("box"), hold))
+            backend.write(guard.apply(now, requests, halting, passed, obs.rows("box"), hold))
         t3 = time.perf_counter()
         tick = Tick(self.steps, now, obs, requests, t2 - t1)
         if self.recorder is not None:

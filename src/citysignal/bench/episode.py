@@ -40,7 +40,7 @@ from citysignal.control.health import DetectorSupervisor
 from citysignal.control.priority import REACH_M as PRIORITY_REACH_M
 from citysignal.control.priority import Priority
 from citysignal.errors import UserError
-from citysignal.loop import ControlLoop, Tick
+from citysignal.loop import ControlLoop, Tick, deferrable
 from citysignal.network import load_network
 from citysignal.network.layout import Layout
 from citysignal.network.plans import write_actuated
@@ -191,12 +191,13 @@ def run_episode(
     if monitor and vehicles and priority_on:
         raise UserError(f"'{controller_name}' is SUMO's own program: it cannot give priority (add --no-priority)")
     fields = decider.requires | GUARD_FIELDS | ({"vehicles"} if start is not None or keep_fork else set())
+    defer = deferrable(decider)
     result = EpisodeResult(scenario.name, controller_name, seed, {})
     record = _Recorder(result, layout, scenario, snapshot_at, on_step, first_lanes=start is not None)
     with tempfile.TemporaryDirectory(prefix="citysignal-run-") as tmp_name:
         tmp = Path(tmp_name)
         tripinfo = tmp / "tripinfo.xml"
-        extra = (write_actuated(layout.intersections, tmp / "actuated.add.xml"),) if monitor else ()
+        extra: tuple[Path, ...] = (write_actuated(layout.intersections, tmp / "actuated.add.xml"),) if monitor else ()
         if priority is not None and vehicles:
             extra += (write_priority_vehicles(scenario, priority, tmp / "priority.add.xml"),)
         helper = Priority(layout, enabled=priority_on) if vehicles else None
@@ -204,7 +205,7 @@ def run_episode(
         teleports = 0
         reach = PRIORITY_REACH_M if helper is not None else None
         with Twin(scenario, layout, seed=seed, fields=fields, tripinfo=tripinfo, extra_additional=extra,
-                  priority_reach=reach) as twin:  # fmt: skip
+                  priority_reach=reach, defer=defer) as twin:  # fmt: skip
             loop = ControlLoop(twin, guard, decider, monitor=monitor, faults=faulty, recorder=record, priority=helper)
             if start is not None:
                 loop.resume(start.sumo_state, start.guard_state, seed)

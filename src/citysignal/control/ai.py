@@ -231,14 +231,14 @@ def movement_features(layout: Layout, obs: Observation, rows: NDArray[np.int64] 
     picked = slice(None) if rows is None else rows
     mov_in, mov_out = layout.mov_in[picked], layout.mov_out[picked]
     halting = obs.lane("halting")
-    moving = (obs.lane("vehicles") - halting)[mov_in] * np.minimum(1.0, reach_fraction(layout, REACH_M)[picked])
-    backlog = obs.backlog[mov_in] if obs.backlog is not None else np.zeros(len(mov_in))
+    moving = (obs.at("vehicles", mov_in) - halting[mov_in]) * np.minimum(1.0, reach_fraction(layout, REACH_M)[picked])
+    backlog = obs.lane("backlog")[mov_in] if obs.has("backlog") else np.zeros(len(mov_in))
     return np.stack(
         [
             halting[mov_in] / QUEUE_SCALE,
             moving / QUEUE_SCALE,
             halting[mov_out] / QUEUE_SCALE,
-            np.minimum(obs.lane("occupancy")[mov_out], 1.0),
+            np.minimum(obs.at("occupancy", mov_out), 1.0),
             backlog / QUEUE_SCALE,
             spillback(layout, halting)[picked].astype(np.float64),
         ],
@@ -569,6 +569,7 @@ class AiController(Controller):
 
     name: ClassVar[str] = "ai"
     requires: ClassVar[frozenset[str]] = frozenset({"halting", "vehicles", "occupancy", "backlog"})
+    by_rows: ClassVar[frozenset[str]] = frozenset({"vehicles", "occupancy"})  # only the deciding intersections'
 
     def __init__(
         self,
@@ -602,12 +603,19 @@ class AiController(Controller):
         """Lanes only when some intersection is due (`DecisionClock`)."""
         return self.requires if self.clock.due(clock).any() else frozenset()
 
+    def prefetch(self, obs: Observation) -> None:
+        """The inputs of the intersections due to decide, read by rows (`Observation.at`)."""
+        due = self.clock.due(obs)
+        if due.any():
+            movements = due[self.lay.mov_int]
+            obs.at("vehicles", self.lay.mov_in[movements])
+            obs.at("occupancy", self.lay.mov_out[movements])
+
     def decide(self, obs: Observation) -> NDArray[np.int64]:
         deciding = self.clock.due(obs)
         if not deciding.any():
             return self.hold_all()
         self.clock.mark(deciding, obs.time)
-        self._last_obs = obs
         lay = self.lay
         self.deciding = deciding
         self.request = self.hold_all()
@@ -630,6 +638,7 @@ class AiController(Controller):
         self.counts["decisions"] += int(self.deciding.sum())
         self.counts["fallback"] += int(self.fallback.sum())
         self.counts["overruled"] += int(self.overruled.sum())
+        self._last_obs = obs.as_read()  # `explain` reads what the decision saw, after the twin moved on
         return self.request
 
     def _rule(self, index: CityIndex, mov: FloatArray, green: FloatArray) -> tuple[Deployed | None, FloatArray]:

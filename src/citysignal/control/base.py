@@ -27,6 +27,8 @@ class Controller(ABC):
     that step's observation; `explain(k)` and `stats()` at any time after. Class attributes:
     - `name`: its registry name (`make_controller(name)`);
     - `requires`: the lane fields (`twin.observation.LANE_FIELDS`) `decide` reads; the loop gathers them;
+    - `by_rows`: of `requires`, the fields `decide` reads only at some rows (`Observation.at`: the lanes of the
+      intersections deciding), which a loop may defer (`Observation.deferred`) rather than read in full;
     - `sumo_program`: a SUMO program type run instead of deciding (e.g. "actuated"), or None.
 
     It keeps its own state between steps (cycle clocks, last decisions), draws randomness only from `rng`
@@ -36,6 +38,7 @@ class Controller(ABC):
 
     name: ClassVar[str]
     requires: ClassVar[frozenset[str]] = frozenset({"halting"})
+    by_rows: ClassVar[frozenset[str]] = frozenset()
     sumo_program: ClassVar[str | None] = None
 
     def __init__(self) -> None:
@@ -74,6 +77,11 @@ class Controller(ABC):
         with that observation; at an instant it did not ask about, it gathers all of `requires`. Asking
         changes nothing in the controller. The default, all of `requires` at every step, is always right."""
         return self.requires
+
+    def prefetch(self, obs: Observation) -> None:
+        """Read now the rows of the `by_rows` fields the next `decide(obs)` will read (a loop calls it while
+        observing, so that reading counts as observing and deciding stays computing). Default: none."""
+        return None
 
     def stats(self) -> dict[str, float]:
         """Episode counters worth reporting beside the metrics (e.g. how often a fallback took over)."""

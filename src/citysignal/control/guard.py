@@ -66,10 +66,11 @@ from numpy.typing import NDArray
 from citysignal.network import signals
 from citysignal.network.layout import Layout
 from citysignal.network.model import Intersection
-from citysignal.twin.observation import ProgramPosition
+from citysignal.twin.observation import LaneRows, ProgramPosition
 
 HOLD = -1
 GUARD_FIELDS = frozenset({"halting", "backlog", "passed", "box"})  # what `apply` reads from every observation
+GUARD_DEFERRED = frozenset({"passed", "box"})  # of those, what it can read by rows (`Observation.rows`)
 DEFAULT_MAX_RED_S = 120.0
 MAX_CLEARANCE_S = 5.0
 CLEARANCE_YELLOW = frozenset("yY")  # the yellow that clears a lost green (red-yellow `u` announces one)
@@ -165,9 +166,10 @@ class SafetyGuard:
         ]
         self._shown_served = np.zeros(total, dtype=bool)
         self._shown_green = np.zeros(total, dtype=bool)
-        self._last_passed: NDArray[np.float64] | None = None
+        self._last_passed = np.zeros(len(layout.lanes))  # each lane's stop-line count when last read
+        self._passed_read = np.zeros(len(layout.lanes), dtype=bool)  # read since the start
         self.red_since = np.zeros(total)
-        self._box: NDArray[np.float64] | None = None
+        self._box: LaneRows | None = None
         self._cleared = np.zeros(n)
         self._box_movements = [
             (layout.mov_signal[rows], layout.mov_box[rows])
@@ -243,8 +245,8 @@ class SafetyGuard:
         now: float,
         requests: NDArray[np.int64],
         halting: NDArray[np.float64],
-        passed: NDArray[np.float64] | None = None,
-        box: NDArray[np.float64] | None = None,
+        passed: NDArray[np.float64] | LaneRows | None = None,
+        box: NDArray[np.float64] | LaneRows | None = None,
         hold: NDArray[np.int64] | None = None,
     ) -> dict[int, str]:
         """Turn this step's requests into the states to write now (only those that change).
@@ -253,10 +255,12 @@ class SafetyGuard:
         (`Observation.waiting`),
         and vehicles that crossed the lane's stop line since the start (cumulative; see
         `Observation.passed`); `box` is per `Layout.box_lanes`: vehicles not yet clear of the junction
-        (`Observation.box`). `hold` (per intersection, a green or
-        HOLD) is priority (`control.priority`): that green is reached by the usual legal way and kept,
-        whatever the controller requests and whoever starves meanwhile."""
-        self._box = box
+        (`Observation.box`). `passed` and `box` may be readers of the rows asked for (`Observation.rows`):
+        the guard then reads the boxes only where a change is about to end, and the stop lines only where
+        a green shows or is about to (the decisions are those of whole arrays). `hold` (per intersection, a
+        green or HOLD) is priority (`control.priority`): that green is reached by the usual legal way and
+        kept, whatever the controller requests and whoever starves meanwhile."""
+        self._box = (lambda rows: box[rows]) if isinstance(box, np.ndarray) else box
         writes: dict[int, str] = {}
         for k in np.flatnonzero(self.step_until <= now):
             self._advance(int(k), now, writes)
@@ -284,14 +288,32 @@ class SafetyGuard:
                 continue
             self.pending[k] = HOLD
             self._begin_transition(int(k), want, now, writes)
+        if passed is not None and not isinstance(passed, np.ndarray):
+            self._read_ahead(now, passed)
         return writes
+
+    def _lanes_of(self, movements: NDArray[np.bool_]) -> NDArray[np.int64]:
+        """The incoming lanes of these movements (a mask over the layout's movements), each once."""
+        lanes = np.zeros(len(self.layout.lanes), dtype=bool)
+        lanes[self.layout.mov_in[movements]] = True
+        return np.flatnonzero(lanes)
+
+    def _read_ahead(self, now: float, passed: LaneRows) -> None:
+        """Read the stop lines the next step's service check will diff against: the lanes of every green
+        showing now, and of every intersection whose change may move on at the next step (a green it
+        reaches then counts the vehicles that crossed since now). Rows read already at this instant are not
+        read again (`Deferred` keeps them)."""
+        moving_on = (self.step_until <= now + 1.0)[self.layout.mov_int]
+        rows = self._lanes_of(self._shown_green[self._mov_signal] | moving_on)
+        self._last_passed[rows] = passed(rows)
+        self._passed_read[rows] = True
 
     def _preempt_starved(
         self,
         now: float,
         requests: NDArray[np.int64],
         halting: NDArray[np.float64],
-        passed: NDArray[np.float64] | None,
+        passed: NDArray[np.float64] | LaneRows | None,
     ) -> NDArray[np.int64]:
         lay = self.layout
         queue = halting[lay.mov_in]
@@ -300,11 +322,20 @@ class SafetyGuard:
         if passed is None:
             served = self._shown_served
         else:
-            last = self._last_passed if self._last_passed is not None else passed
+            # Only a green's discharge counts: a reader is asked for the lanes of the greens showing.
+            if isinstance(passed, np.ndarray):
+                rows, now_count = np.arange(len(lay.lanes)), passed
+            else:
+                rows = self._lanes_of(self._shown_green[self._mov_signal])
+                now_count = passed(rows)
+            last = np.where(self._passed_read[rows], self._last_passed[rows], now_count)
             # A detector's count can restart (a new aggregation interval): never a negative flow.
-            moved = np.maximum(passed - last, 0.0)[lay.mov_in]
+            step = np.zeros(len(lay.lanes))
+            step[rows] = np.maximum(now_count - last, 0.0)
+            self._last_passed[rows] = np.where(np.isnan(now_count), last, now_count)
+            self._passed_read[rows] = True
+            moved = step[lay.mov_in]
             moved = np.where(np.isnan(moved), 1.0, moved)  # unknown: a green may be discharging
-            self._last_passed = np.where(np.isnan(passed), last, passed).astype(np.float64)
             discharged = np.bincount(self._mov_signal, weights=moved, minlength=lay.n_signals_total) > 0
             served = self._shown_green & discharged
         self.red_since[served | ~waiting] = now
@@ -438,7 +469,7 @@ class SafetyGuard:
         if self._box is None:
             return False
         sig, box = self._box_movements[k]
-        inside = sig[self._box[box] > 0]
+        inside = sig[self._box(box) > 0]
         if inside.size == 0:
             return False
         inter = self.layout.intersections[k]
@@ -516,7 +547,7 @@ class SafetyGuard:
             "step_until": self.step_until.tolist(), "pending": self.pending.tolist(), "shown": list(self.shown),
             "steps": [[[s, d] for s, d in steps] for steps in self._steps], "red_since": self.red_since.tolist(),
             "stats": asdict(self.stats), "cleared": self._cleared.tolist(),
-            "last_passed": None if self._last_passed is None else self._last_passed.tolist(),
+            "last_passed": self._last_passed.tolist(), "passed_read": self._passed_read.tolist(),
             "yellow_since": self._yellow_since.tolist(), "all_red_from": self._all_red_from.tolist(),
             "unsafe": self._unsafe.tolist(),
         }  # fmt: skip
@@ -542,4 +573,7 @@ class SafetyGuard:
         self.stats = GuardStats(**state["stats"])
         self._cleared = np.array(state["cleared"], dtype=np.float64)
         passed = state["last_passed"]
-        self._last_passed = None if passed is None else np.array(passed, dtype=np.float64)
+        lanes = len(self.layout.lanes)
+        self._last_passed = np.zeros(lanes) if passed is None else np.array(passed, dtype=np.float64)
+        read = state.get("passed_read", passed is not None)  # a state from before deferred reads: all or none
+        self._passed_read = np.array(read, dtype=bool) if isinstance(read, list) else np.full(lanes, bool(read))

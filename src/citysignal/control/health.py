@@ -401,6 +401,7 @@ class DetectorSupervisor:
 
     def decide(self, obs: Observation) -> NDArray[np.int64]:
         health = self.checked
+        obs = obs.gathered()  # the checks judge whole arrays
         health.update(obs)
         clean = health.clean(obs)
         requests = self.controller.decide(clean)
@@ -418,6 +419,7 @@ class DetectorSupervisor:
     def guard_inputs(self, obs: Observation) -> tuple[NDArray[np.float64], NDArray[np.float64] | None]:
         """Waiting (`Observation.waiting`) and stop-line counts for the guard, faulty lanes unknown."""
         health = self.checked
+        obs = obs.gathered()
         passed = None if obs.passed is None else health.unknown(obs.passed)
         return health.unknown(obs.waiting()), passed
 

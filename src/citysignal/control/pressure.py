@@ -41,7 +41,7 @@ def movement_pressure(layout: Layout, obs: Observation, aware: bool = False) -> 
     queued_in = halting[layout.mov_in]
     if not aware:
         return np.asarray(queued_in - halting[layout.mov_out], dtype=np.float64)
-    if obs.backlog is not None:
-        queued_in = queued_in + obs.backlog[layout.mov_in]
+    if obs.has("backlog"):
+        queued_in = queued_in + obs.lane("backlog")[layout.mov_in]
     pressure = queued_in - halting[layout.mov_out]
     return np.asarray(np.where(spillback(layout, halting), np.minimum(pressure, 0.0), pressure), dtype=np.float64)

@@ -28,7 +28,7 @@ from numpy.typing import NDArray
 from citysignal.control.guard import DEFAULT_MAX_RED_S, HOLD, SafetyGuard
 from citysignal.field.backend import FieldBackend
 from citysignal.network.layout import Layout
-from citysignal.twin.observation import ProgramPosition
+from citysignal.twin.observation import LaneRows, ProgramPosition
 
 
 class FieldGuard(SafetyGuard):
@@ -50,8 +50,8 @@ class FieldGuard(SafetyGuard):
         now: float,
         requests: NDArray[np.int64],
         halting: NDArray[np.float64],
-        passed: NDArray[np.float64] | None = None,
-        box: NDArray[np.float64] | None = None,
+        passed: NDArray[np.float64] | LaneRows | None = None,
+        box: NDArray[np.float64] | LaneRows | None = None,
         hold: NDArray[np.int64] | None = None,
     ) -> dict[int, str]:
         field = self.field

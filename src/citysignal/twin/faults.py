@@ -91,6 +91,7 @@ class DetectorFaults:
 
     def apply(self, obs: Observation) -> Observation:
         """The observation as the faulty detectors report it (a new object; `obs` is left as it is)."""
+        obs = obs.gathered()  # deferred fields read in full: every faulty lane is spoiled
         active = self.onset <= obs.time
         mask = {k: active & (self.kind == k) for k in KINDS}
         noise = 1.0 + self._rng.uniform(-NOISE, NOISE, size=len(self.lanes))
