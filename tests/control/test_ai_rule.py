@@ -1,6 +1,7 @@
 """The AI's deployed rule, without SUMO: the anchor score is Advanced-MP's choice, the trust region and
-the out-of-range fallback hand the decision to the anchor exactly when they should, the policy leaves
-young greens alone, and takeovers are counted and explained in traffic terms."""
+the out-of-range fallback hand the decision to the anchor exactly when they should, greens the anchor
+cannot tell apart go in the anchor's order, the policy leaves young greens alone, and takeovers are
+counted and explained in traffic terms."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from citysignal.control.adaptive import AdvancedMaxPressure
 from citysignal.control.ai import (
     AiController,
     CityIndex,
+    anchor_parts,
     anchor_scores,
     deployed_choice,
     green_features,
@@ -127,3 +129,32 @@ def test_controller_counts_and_explains_takeovers_and_holds_young_greens() -> No
     text = ai.explain(0)
     assert "outside the range seen in training" in text and "queued" in text
     assert any(layout.lanes[i].rsplit("_", 1)[0] in text for i in layout.mov_in[layout.mov_int == 0])
+
+
+def test_equally_pressed_greens_go_in_the_anchors_order() -> None:
+    """The policy picks a pressure, not one of several greens of that pressure: favouring the last of
+    equally pressed greens gets the first (Advanced-MP's order); favouring a green of another pressure
+    inside the trust region gets that green; the running green that keeps going stays."""
+    layout = bundled_layout("grid4x4")
+    index = CityIndex.from_layout(layout)
+    n, last = layout.n_intersections, index.local[layout.green_start[1] - 1]
+    mov = np.zeros((len(layout.mov_in), 6))  # nothing anywhere: every green presses alike (0)
+    green = np.zeros((layout.n_greens, 2))
+    in_range = np.ones(6)
+    for favoured in (0, 1, last):
+        rule = deployed_choice(index, _favouring(index, np.full(n, favoured)), mov, green, in_range, 1.5, 0.5)
+        assert not rule.overruled.any() and not rule.fallback.any()
+        np.testing.assert_array_equal(rule.choice, np.zeros(n))
+    own = np.setdiff1d(layout.serve_mov[layout.serve_green == last], layout.serve_mov[layout.serve_green == 0])
+    mov[own[:1], 0] = 0.1  # one vehicle queued for the last green of intersection 0, not for its first
+    pressure, _ = anchor_parts(index, mov, green)
+    alike = np.flatnonzero(pressure[: last + 1] == pressure[last])  # the greens that serve that vehicle
+    assert pressure[last] > pressure[0] and alike[0] > 0
+    rule = deployed_choice(index, _favouring(index, np.full(n, last)), mov, green, in_range, 1.5, 0.5)
+    assert rule.choice[0] == alike[0] and (rule.choice[1:] == 0).all()
+    running = layout.green_start + 2
+    green[running, 0] = 1.0
+    mov[layout.serve_mov[np.isin(layout.serve_green, running)], 1] = 1.0  # approaching: it keeps going
+    assert anchor_parts(index, mov, green)[1][running].all()
+    rule = deployed_choice(index, _favouring(index, np.full(n, 2)), mov, green, in_range, 1.5, 0.5)
+    np.testing.assert_array_equal(rule.choice, np.full(n, 2))

@@ -26,6 +26,9 @@ in its best and 747 s in its last episode):
   (a learned policy starving the most loaded movements, the way published learners gridlock) is
   replaced by the anchor's choice. `trust=0` lets the policy choose freely. How often each takes
   over is counted (`stats()`), and training validates with exactly this rule (`deployed_choice`);
+- the policy picks a pressure, the anchor's order picks the green (`anchor_order`): among greens of
+  equal pressure, the first, as Advanced-MP would. A learned score has nothing to go on there, and
+  such flips alone cost cologne8 a third more delay;
 - decisions are greedy (argmax) at run time, on Advanced-MP's clock per intersection (`DecisionClock`:
   once a green has run `MIN_GREEN_S`, then every `interval` seconds) but every `DECISION_INTERVAL_S` =
   2 s rather than Advanced-MP's 10: a green ends about when its queue has cleared, not up to 10 s
@@ -246,23 +249,45 @@ def movement_features(layout: Layout, obs: Observation, rows: NDArray[np.int64] 
     )
 
 
-def anchor_scores(index: CityIndex, mov: FloatArray, green: FloatArray) -> FloatArray:
-    """Per green, Advanced-MP's score from the movement features: its insertion- and spill-back-aware
-    efficient pressure, and for the running green, if the vehicles still moving
-    towards its stop lines, so that the highest score is exactly Advanced-MP's choice: the running
-    green, just above the best pressure, while its approaching vehicles reach that pressure; else
-    the first green of highest pressure (`KEEP_TIE`, `ORDER_TIE`).
-    The skip connection of the policy, and the trust region around it."""
+def anchor_parts(index: CityIndex, mov: FloatArray, green: FloatArray) -> tuple[FloatArray, NDArray[np.bool_]]:
+    """Per green, Advanced-MP's two readings from the movement features: its insertion- and spill-back-aware
+    efficient pressure (rounded, so that equal sums compare equal whatever the summation order), and
+    whether it is the running green that keeps going because the vehicles still moving towards its stop
+    lines reach the best pressure."""
     full = mov[:, 5] > 0.5
     pressure = mov[:, 0] + mov[:, 4] - mov[:, 2]
     pressure = np.where(full, np.minimum(pressure, 0.0), pressure)
     running = np.where(full, 0.0, mov[:, 1])
     per_green = index.sum_per_green(np.stack([pressure[index.serve_mov], running[index.serve_mov]], axis=-1))
-    per_green = np.round(per_green, ANCHOR_DECIMALS)  # equal sums compare equal, whatever the summation order
+    per_green = np.round(per_green, ANCHOR_DECIMALS)
     p, r = per_green[:, 0], per_green[:, 1]
     top = masked_logits(index, p).max(axis=1)[index.green_int]
-    keep = green[:, 0] * (r >= top)
-    return np.asarray(np.where(keep > 0, top + KEEP_TIE, p) - ORDER_TIE * index.local)
+    return np.asarray(p), np.asarray((green[:, 0] > 0) & (r >= top))
+
+
+def anchor_scores(index: CityIndex, mov: FloatArray, green: FloatArray) -> FloatArray:
+    """Per green, Advanced-MP's score (`anchor_parts`), so that the highest score is exactly Advanced-MP's
+    choice: the running green, just above the best pressure, while its approaching vehicles reach that
+    pressure; else the first green of highest pressure (`KEEP_TIE`, `ORDER_TIE`).
+    The skip connection of the policy, and the trust region around it."""
+    p, keep = anchor_parts(index, mov, green)
+    top = masked_logits(index, p).max(axis=1)[index.green_int]
+    return np.asarray(np.where(keep, top + KEEP_TIE, p) - ORDER_TIE * index.local)
+
+
+def anchor_order(index: CityIndex, mov: FloatArray, green: FloatArray, choice: NDArray[np.int64],
+                 allowed: NDArray[np.bool_]) -> NDArray[np.int64]:  # fmt: skip
+    """The policy picks a pressure, Advanced-MP's order picks the green: per intersection, the first of the
+    `allowed` greens whose pressure equals that of `choice` (the running green where it keeps going). A
+    learned score breaks no ties between greens the anchor cannot tell apart: on cologne8 every deviation
+    of the v4 policy from its anchor was such a flip between equally pressed greens (331 of 11,449
+    decisions), and they cost 30.2 s against the anchor's 22.2."""
+    p, keep = anchor_parts(index, mov, green)
+    rows = np.arange(len(choice))
+    pressure = masked_logits(index, p)
+    kept = masked_logits(index, keep.astype(np.float64)) > 0
+    same = allowed & ~kept & (pressure == pressure[rows, choice][:, None])
+    return np.where(kept[rows, choice] | ~same.any(axis=1), choice, np.argmax(same, axis=1)).astype(np.int64)
 
 
 def green_features(layout: Layout, obs: Observation) -> FloatArray:
@@ -535,7 +560,8 @@ def deployed_choice(
     anchor: FloatArray | None = None,
 ) -> Deployed:
     """The rule that runs, in training's validation as in the controller: the policy's best green
-    inside the trust region; the anchor's choice where the inputs leave the training range.
+    inside the trust region, or the first green of its pressure (`anchor_order`); the anchor's choice
+    where the inputs leave the training range.
     `anchor`: `anchor_scores(index, mov, green)` where the caller has it already."""
     anchor = anchor_scores(index, mov, green) if anchor is None else anchor
     allowed = trust_region(index, anchor, trust)
@@ -545,7 +571,7 @@ def deployed_choice(
     odd = _out_of_range(mov, ood_factor * feature_max)
     fallback = np.bincount(index.mov_int, weights=odd, minlength=index.n_intersections) > 0
     anchor_choice = np.argmax(masked_logits(index, anchor), axis=1)
-    choice = np.where(fallback, anchor_choice, choice).astype(np.int64)
+    choice = np.where(fallback, anchor_choice, anchor_order(index, mov, green, choice, allowed)).astype(np.int64)
     return Deployed(choice, fallback, overruled & ~fallback, allowed)
 
 
