@@ -11,8 +11,8 @@ from bundled import bundled_layout
 from citysignal.control.adaptive import AdvancedMaxPressure
 from citysignal.control.ai import (
     AiController,
+    Anchor,
     CityIndex,
-    anchor_parts,
     anchor_scores,
     deployed_choice,
     green_features,
@@ -147,7 +147,7 @@ def test_equally_pressed_greens_go_in_the_anchors_order() -> None:
         np.testing.assert_array_equal(rule.choice, np.zeros(n))
     own = np.setdiff1d(layout.serve_mov[layout.serve_green == last], layout.serve_mov[layout.serve_green == 0])
     mov[own[:1], 0] = 0.1  # one vehicle queued for the last green of intersection 0, not for its first
-    pressure, _ = anchor_parts(index, mov, green)
+    pressure = Anchor.of(index, mov, green).pressure
     alike = np.flatnonzero(pressure[: last + 1] == pressure[last])  # the greens that serve that vehicle
     assert pressure[last] > pressure[0] and alike[0] > 0
     rule = deployed_choice(index, _favouring(index, np.full(n, last)), mov, green, in_range, 1.5, 0.5)
@@ -155,6 +155,6 @@ def test_equally_pressed_greens_go_in_the_anchors_order() -> None:
     running = layout.green_start + 2
     green[running, 0] = 1.0
     mov[layout.serve_mov[np.isin(layout.serve_green, running)], 1] = 1.0  # approaching: it keeps going
-    assert anchor_parts(index, mov, green)[1][running].all()
+    assert Anchor.of(index, mov, green).keep[running].all()
     rule = deployed_choice(index, _favouring(index, np.full(n, 2)), mov, green, in_range, 1.5, 0.5)
     np.testing.assert_array_equal(rule.choice, np.full(n, 2))

@@ -249,43 +249,52 @@ def movement_features(layout: Layout, obs: Observation, rows: NDArray[np.int64] 
     )
 
 
-def anchor_parts(index: CityIndex, mov: FloatArray, green: FloatArray) -> tuple[FloatArray, NDArray[np.bool_]]:
-    """Per green, Advanced-MP's two readings from the movement features: its insertion- and spill-back-aware
-    efficient pressure (rounded, so that equal sums compare equal whatever the summation order), and
-    whether it is the running green that keeps going because the vehicles still moving towards its stop
-    lines reach the best pressure."""
-    full = mov[:, 5] > 0.5
-    pressure = mov[:, 0] + mov[:, 4] - mov[:, 2]
-    pressure = np.where(full, np.minimum(pressure, 0.0), pressure)
-    running = np.where(full, 0.0, mov[:, 1])
-    per_green = index.sum_per_green(np.stack([pressure[index.serve_mov], running[index.serve_mov]], axis=-1))
-    per_green = np.round(per_green, ANCHOR_DECIMALS)
-    p, r = per_green[:, 0], per_green[:, 1]
-    top = masked_logits(index, p).max(axis=1)[index.green_int]
-    return np.asarray(p), np.asarray((green[:, 0] > 0) & (r >= top))
+@dataclass(frozen=True)
+class Anchor:
+    """Per green, Advanced-MP's readings from the movement features (`of`): its insertion- and
+    spill-back-aware efficient pressure (rounded, so that equal sums compare equal whatever the summation
+    order); whether it is the running green that keeps going because the vehicles still moving towards its
+    stop lines reach the best pressure; and its score, whose highest value is exactly Advanced-MP's choice:
+    the running green, just above the best pressure, while it keeps going; else the first green of highest
+    pressure (`KEEP_TIE`, `ORDER_TIE`). The skip connection of the policy, and the trust region around it."""
+
+    pressure: FloatArray
+    keep: NDArray[np.bool_]
+    scores: FloatArray
+
+    @classmethod
+    def of(cls, index: CityIndex, mov: FloatArray, green: FloatArray) -> Anchor:
+        full = mov[:, 5] > 0.5
+        pressure = mov[:, 0] + mov[:, 4] - mov[:, 2]
+        pressure = np.where(full, np.minimum(pressure, 0.0), pressure)
+        running = np.where(full, 0.0, mov[:, 1])
+        per_green = index.sum_per_green(np.stack([pressure[index.serve_mov], running[index.serve_mov]], axis=-1))
+        per_green = np.round(per_green, ANCHOR_DECIMALS)
+        p, r = per_green[:, 0], per_green[:, 1]
+        top = masked_logits(index, p).max(axis=1)[index.green_int]
+        keep = (green[:, 0] > 0) & (r >= top)
+        scores = np.where(keep, top + KEEP_TIE, p) - ORDER_TIE * index.local
+        return cls(np.asarray(p), np.asarray(keep), np.asarray(scores))
+
+    def subset(self, greens: NDArray[np.int64]) -> Anchor:
+        return Anchor(self.pressure[greens], self.keep[greens], self.scores[greens])
 
 
 def anchor_scores(index: CityIndex, mov: FloatArray, green: FloatArray) -> FloatArray:
-    """Per green, Advanced-MP's score (`anchor_parts`), so that the highest score is exactly Advanced-MP's
-    choice: the running green, just above the best pressure, while its approaching vehicles reach that
-    pressure; else the first green of highest pressure (`KEEP_TIE`, `ORDER_TIE`).
-    The skip connection of the policy, and the trust region around it."""
-    p, keep = anchor_parts(index, mov, green)
-    top = masked_logits(index, p).max(axis=1)[index.green_int]
-    return np.asarray(np.where(keep, top + KEEP_TIE, p) - ORDER_TIE * index.local)
+    """Per green, Advanced-MP's score (`Anchor`)."""
+    return Anchor.of(index, mov, green).scores
 
 
-def anchor_order(index: CityIndex, mov: FloatArray, green: FloatArray, choice: NDArray[np.int64],
+def anchor_order(index: CityIndex, anchor: Anchor, choice: NDArray[np.int64],
                  allowed: NDArray[np.bool_]) -> NDArray[np.int64]:  # fmt: skip
     """The policy picks a pressure, Advanced-MP's order picks the green: per intersection, the first of the
     `allowed` greens whose pressure equals that of `choice` (the running green where it keeps going). A
     learned score breaks no ties between greens the anchor cannot tell apart: on cologne8 every deviation
     of the v4 policy from its anchor was such a flip between equally pressed greens (331 of 11,449
     decisions), and they cost 30.2 s against the anchor's 22.2."""
-    p, keep = anchor_parts(index, mov, green)
     rows = np.arange(len(choice))
-    pressure = masked_logits(index, p)
-    kept = masked_logits(index, keep.astype(np.float64)) > 0
+    pressure = masked_logits(index, anchor.pressure)
+    kept = masked_logits(index, anchor.keep.astype(np.float64)) > 0
     same = allowed & ~kept & (pressure == pressure[rows, choice][:, None])
     return np.where(kept[rows, choice] | ~same.any(axis=1), choice, np.argmax(same, axis=1)).astype(np.int64)
 
@@ -557,21 +566,21 @@ def deployed_choice(
     feature_max: FloatArray,
     ood_factor: float,
     trust: float,
-    anchor: FloatArray | None = None,
+    anchor: Anchor | None = None,
 ) -> Deployed:
     """The rule that runs, in training's validation as in the controller: the policy's best green
     inside the trust region, or the first green of its pressure (`anchor_order`); the anchor's choice
     where the inputs leave the training range.
-    `anchor`: `anchor_scores(index, mov, green)` where the caller has it already."""
-    anchor = anchor_scores(index, mov, green) if anchor is None else anchor
-    allowed = trust_region(index, anchor, trust)
+    `anchor`: `Anchor.of(index, mov, green)` where the caller has it already."""
+    anchor = Anchor.of(index, mov, green) if anchor is None else anchor
+    allowed = trust_region(index, anchor.scores, trust)
     favourite = np.argmax(logits, axis=1)
     choice = np.argmax(np.where(allowed, logits, -np.inf), axis=1)
     overruled = ~np.take_along_axis(allowed, favourite[:, None], axis=1)[:, 0]
     odd = _out_of_range(mov, ood_factor * feature_max)
     fallback = np.bincount(index.mov_int, weights=odd, minlength=index.n_intersections) > 0
-    anchor_choice = np.argmax(masked_logits(index, anchor), axis=1)
-    choice = np.where(fallback, anchor_choice, anchor_order(index, mov, green, choice, allowed)).astype(np.int64)
+    anchor_choice = np.argmax(masked_logits(index, anchor.scores), axis=1)
+    choice = np.where(fallback, anchor_choice, anchor_order(index, anchor, choice, allowed)).astype(np.int64)
     return Deployed(choice, fallback, overruled & ~fallback, allowed)
 
 
@@ -672,10 +681,10 @@ class AiController(Controller):
         None where some intersection's choice is a tie within float64's error bound."""
         finite = bool(np.isfinite(mov).all())
         clean = mov if finite else np.nan_to_num(mov)
-        anchor = anchor_scores(index, mov, green)
+        anchor = Anchor.of(index, mov, green)
         # the reference scores the cleaned features; the rule's anchor reads the raw ones (they differ
         # only at intersections whose non-finite inputs hand the decision to the anchor anyway)
-        scored_anchor = anchor if finite else anchor_scores(index, clean, green)
+        scored_anchor = anchor.scores if finite else anchor_scores(index, clean, green)
         alpha = self.params["alpha"][0]
         head = self._head32(index, clean, green)
         scores = head.astype(np.float64) + alpha * scored_anchor
@@ -698,7 +707,7 @@ class AiController(Controller):
         head64, _ = _head(self.params, sub, clean[movs], green[greens])
         scores[greens] = head64 + alpha * scored_anchor[greens]
         again = deployed_choice(sub, masked_logits(sub, scores[greens]), mov[movs], green[greens], self.feature_max,
-                                self.ood_factor, self.trust, anchor[greens])  # fmt: skip
+                                self.ood_factor, self.trust, anchor.subset(greens))  # fmt: skip
         if _close_call(sub, scores[greens], again.allowed, 2.0 * bound64).any():
             return None, scores
         choice, overruled = rule.choice.copy(), rule.overruled.copy()

@@ -108,6 +108,22 @@ def _all_red(state: str) -> bool:
     return not any(c in signals.GREEN_CHARS or c in signals.YELLOW_CHARS for c in state)
 
 
+@dataclass(frozen=True)
+class _Look:
+    """What a state string shows, per signal (read once per distinct state: the guard looks at the same few
+    states of each intersection every step)."""
+
+    green: NDArray[np.bool_]
+    major: NDArray[np.bool_]
+    clearing: NDArray[np.bool_]  # yellow that clears a lost green (`CLEARANCE_YELLOW`)
+    all_red: bool
+
+    @classmethod
+    def of(cls, state: str) -> _Look:
+        clearing = np.fromiter((c in CLEARANCE_YELLOW for c in state), dtype=bool, count=len(state))
+        return cls(signals.green_mask(state), signals.major_mask(state), clearing, _all_red(state))
+
+
 def _to_yellow(state: str) -> str:
     """What was green turns yellow, what was yellow stays, the rest is red: legal after any state."""
     return "".join("y" if c in signals.GREEN_CHARS else c if c in CLEARANCE_YELLOW else "r" for c in state)
@@ -176,6 +192,7 @@ class SafetyGuard:
             for rows in (np.flatnonzero((layout.mov_int == k) & (layout.mov_box >= 0)) for k in range(n))
         ]
         self._checked: dict[tuple[int, str, str], list[str]] = {}
+        self._looks: dict[str, _Look] = {}
         self._unsafe = np.array(
             [bool(signals.conflicting_pairs(g, i.hard_conflict)) for i in layout.intersections for g in i.greens],
             dtype=bool,
@@ -422,17 +439,19 @@ class SafetyGuard:
             return "".join("r" if c in signals.YELLOW_CHARS else c for c in self.shown[k]), 1.0, "clear"
         return self.layout.intersections[k].greens[self.target[k]], np.inf, "green"
 
+    def _look(self, state: str) -> _Look:
+        look = self._looks.get(state)
+        if look is None:
+            look = self._looks[state] = _Look.of(state)
+        return look
+
     def _floor_wait(self, k: int, state: str, now: float) -> float:
         """Seconds the shown state must still stay before `state` may follow it (<= 0: none)."""
-        shown = self.shown[k]
-        start = int(self.layout.signal_start[k])
-        leaving = [
-            start + i
-            for i, (a, b) in enumerate(zip(shown, state, strict=False))
-            if a in CLEARANCE_YELLOW and b not in CLEARANCE_YELLOW
-        ]
-        wait = float(self._yellow_since[leaving].max()) + self.yellow_floor[k] - now if leaving else 0.0
-        if _all_red(shown) and not _all_red(state):
+        shown, after = self._look(self.shown[k]), self._look(state)
+        n = min(len(shown.clearing), len(after.clearing))
+        leaving = np.flatnonzero(shown.clearing[:n] & ~after.clearing[:n]) + int(self.layout.signal_start[k])
+        wait = float(self._yellow_since[leaving].max()) + self.yellow_floor[k] - now if leaving.size else 0.0
+        if shown.all_red and not after.all_red:
             wait = max(wait, float(self._all_red_from[k] + self.all_red_floor[k] - now))
         return wait
 
@@ -476,8 +495,8 @@ class SafetyGuard:
         target = inter.greens[self.target[k]]
         trapped = np.zeros(inter.n_signals, dtype=bool)
         trapped[inside] = True
-        trapped &= ~signals.green_mask(target)
-        started = signals.major_mask(target) & ~signals.major_mask(self.shown[k])
+        trapped &= ~self._look(target).green
+        started = self._look(target).major & ~self._look(self.shown[k]).major
         return bool(inter.hard_conflict[np.ix_(trapped, started)].any())
 
     # checking -----------------------------------------------------------------------------
@@ -490,15 +509,16 @@ class SafetyGuard:
                     self.stats.violation_log.append(f"{self.layout.ids[k]}: {'; '.join(problems)}")
         self.shown[k] = state
         start = self.layout.signal_start[k]
+        look = self._look(state)
         served = self._served_by[k].get(state)
         if served is None:  # a transition or a foreign state: it serves what it shows major
-            served = signals.major_mask(state)
-        self._shown_served[start : start + len(state)] = served
-        self._shown_green[start : start + len(state)] = signals.green_mask(state)
-        yellow = np.fromiter((c in CLEARANCE_YELLOW for c in state), dtype=bool, count=len(state))
-        was = self._yellow_since[start : start + len(state)]
-        self._yellow_since[start : start + len(state)] = np.where(yellow, np.minimum(was, now), np.inf)
-        self._all_red_from[k] = min(self._all_red_from[k], now) if _all_red(state) else np.inf
+            served = look.major
+        end = start + len(state)
+        self._shown_served[start:end] = served
+        self._shown_green[start:end] = look.green
+        was = self._yellow_since[start:end]
+        self._yellow_since[start:end] = np.where(look.clearing, np.minimum(was, now), np.inf)
+        self._all_red_from[k] = min(self._all_red_from[k], now) if look.all_red else np.inf
 
     def _problems(self, k: int, before: str, after: str) -> list[str]:
         key = (k, before, after)

@@ -58,9 +58,13 @@ class Deferred:
     def rows(self, name: str, rows: NDArray[np.int64]) -> NDArray[np.float64]:
         """The field at these rows (repeats allowed), each row read once, where not read yet."""
         values, known = self._memo(name)
-        missing = np.zeros(len(known), dtype=bool)
-        missing[rows] = True
-        todo = np.flatnonzero(missing & ~known)  # distinct, by a mask: no sort
+        todo = rows[~known[rows]]
+        if 8 * len(todo) < len(known):  # a few rows (a junction's box): sorting them is cheapest
+            todo = np.unique(todo)
+        else:  # many (the AI's inputs): a mask over the field, no sort
+            missing = np.zeros(len(known), dtype=bool)
+            missing[todo] = True
+            todo = np.flatnonzero(missing)
         if len(todo):
             self._check(name)
             values[todo] = self._read(name, todo)
