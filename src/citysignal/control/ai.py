@@ -234,7 +234,7 @@ def movement_features(layout: Layout, obs: Observation, rows: NDArray[np.int64] 
     picked = slice(None) if rows is None else rows
     mov_in, mov_out = layout.mov_in[picked], layout.mov_out[picked]
     halting = obs.lane("halting")
-    moving = (obs.at("vehicles", mov_in) - halting[mov_in]) * np.minimum(1.0, reach_fraction(layout, REACH_M)[picked])
+    moving = (obs.at("vehicles", mov_in) - halting[mov_in]) * np.minimum(1.0, reach_fraction(layout, REACH_M, picked))
     backlog = obs.lane("backlog")[mov_in] if obs.has("backlog") else np.zeros(len(mov_in))
     return np.stack(
         [
@@ -243,7 +243,7 @@ def movement_features(layout: Layout, obs: Observation, rows: NDArray[np.int64] 
             halting[mov_out] / QUEUE_SCALE,
             np.minimum(obs.at("occupancy", mov_out), 1.0),
             backlog / QUEUE_SCALE,
-            spillback(layout, halting)[picked].astype(np.float64),
+            spillback(layout, halting, picked).astype(np.float64),
         ],
         axis=-1,
     )
