@@ -1,9 +1,9 @@
 """AI run-time path vs its float64 full-city reference, over whole episodes of every bundled scenario.
 
 The deployed AI scores only the intersections that decide at a step, runs the learned part in float32
-and re-scores near ties (`control.ai.AiController`); between decisions it reads no lanes
-(`Controller.needs`). Here each bundled scenario runs its full window through the control loop with
-the AI deciding, and at every decision step the float64 full-city rule (`AiController.reference`)
+and re-scores near ties (`control.ai.AiController`); it reads its inputs by rows, at the deciding
+intersections only (none between decisions). Here each bundled scenario runs its full window through the
+control loop with the AI deciding, and at every decision step the float64 full-city rule (`AiController.reference`)
 decides the same observation too: every intersection's request, fallback and trust-region takeover
 must agree. Also counted: how often a near tie was re-scored in float64 or by the full-city pass, the
 steps that needed no lanes, and both paths' decide time (CPU seconds, this process). Writes the
@@ -28,9 +28,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from citysignal.bench.report import update_section
-from citysignal.control.ai import AiController, ready
+from citysignal.control.ai import AiController
 from citysignal.control.guard import GUARD_FIELDS, HOLD, SafetyGuard
-from citysignal.loop import ControlLoop
+from citysignal.loop import ControlLoop, deferrable
 from citysignal.network import load_network
 from citysignal.network.layout import Layout
 from citysignal.scenarios import bundled_names, resolve
@@ -41,8 +41,8 @@ SECTION = "## AI fast path vs float64 reference"
 
 
 class Checked:
-    """The AI as the loop's decider, every decision checked against the reference; between decisions it
-    is handed no lanes, as a loop that follows `needs` would."""
+    """The AI as the loop's decider, every decision checked against the reference (which then reads the
+    whole arrays the AI read only in part)."""
 
     def __init__(self) -> None:
         self.ai = AiController()
@@ -53,23 +53,22 @@ class Checked:
         self.ai.reset(layout, position, seed)
 
     def decide(self, obs: Observation) -> NDArray[np.int64]:
-        clock = Observation(obs.time, obs.phase, obs.time_in_phase)
-        if not self.ai.needs(clock):
-            self.n["lane_free_steps"] += 1
-            return self.ai.decide(clock)
+        on = self.ai.clock.due(obs)
         t0 = time.process_time()
-        expected, _ = self.ai.reference(obs)
+        requests = self.ai.decide(obs)  # first: it reads its inputs by rows, at the deciding intersections
         t1 = time.process_time()
-        requests = self.ai.decide(obs)
+        if not on.any():
+            self.n["lane_free_steps"] += 1
+            return requests
+        expected, _ = self.ai.reference(obs)
         t2 = time.process_time()
-        on = ready(obs)
         differs = (requests != np.where(on, expected.choice, HOLD)) | (self.ai.fallback != (expected.fallback & on))
         differs |= self.ai.overruled != (expected.overruled & on)
         self.n["decision_steps"] += 1
         self.n["decisions"] += int(on.sum())
         self.n["mismatches"] += int(differs.sum())
-        self.cpu["reference"] += t1 - t0
-        self.cpu["fast"] += t2 - t1
+        self.cpu["fast"] += t1 - t0
+        self.cpu["reference"] += t2 - t1
         return requests
 
 
@@ -78,7 +77,8 @@ def _episode(name: str) -> dict[str, float]:
     layout = Layout.from_network(load_network(scenario.net_file, scenario.additional_files))
     decider = Checked()
     guard = SafetyGuard(layout)
-    with Twin(scenario, layout, seed=DEFAULT_SEED, fields=decider.ai.requires | GUARD_FIELDS) as twin:
+    fields = decider.ai.requires | GUARD_FIELDS
+    with Twin(scenario, layout, seed=DEFAULT_SEED, fields=fields, defer=deferrable(decider.ai)) as twin:
         loop = ControlLoop(twin, guard, decider)
         loop.start(DEFAULT_SEED)
         while not loop.done:

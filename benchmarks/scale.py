@@ -116,9 +116,6 @@ class _TimedDecider:
     def reset(self, layout: Layout, position: ProgramPosition, seed: int = 0) -> None:
         self.controller.reset(layout, position, seed)
 
-    def needs(self, clock: Observation) -> frozenset[str]:
-        return self.controller.needs(clock)
-
     def prefetch(self, obs: Observation) -> None:
         started = time.thread_time()
         self.controller.prefetch(obs)

@@ -1,5 +1,5 @@
-"""The AI's run-time path (float32, only the intersections that decide, lanes read only at decision
-steps) decides exactly as the float64 full-city reference (`forward` + `deployed_choice`): on every
+"""The AI's run-time path (float32, only the intersections that decide, their inputs read by rows and
+nothing between decisions) decides exactly as the float64 full-city reference (`forward` + `deployed_choice`): on every
 bundled network through the real loop, at constructed near-ties where float32 cannot tell two greens
 apart, and with a float32 error that stays inside its proven bound."""
 
@@ -30,7 +30,7 @@ from citysignal.control.ai import (
     ready,
 )
 from citysignal.control.guard import GUARD_FIELDS, HOLD, SafetyGuard
-from citysignal.loop import ControlLoop
+from citysignal.loop import ControlLoop, deferrable
 from citysignal.network.layout import Layout
 from citysignal.scenarios import resolve
 from citysignal.twin import Twin
@@ -39,20 +39,22 @@ from citysignal.twin.observation import Observation, ProgramPosition
 WINDOW_S = 300.0
 
 
-def reference(ai: AiController, obs: Observation) -> tuple[np.ndarray, Deployed]:
-    """What the AI requests at a decision step by the float64 full-city rule, and that rule's result."""
+def reference(ai: AiController, obs: Observation, deciding: np.ndarray) -> tuple[np.ndarray, Deployed]:
+    """What the AI requests at a decision step (`deciding`: the intersections due) by the float64 full-city
+    rule, and that rule's result."""
     lay = ai.lay
     mov, green = movement_features(lay, obs), green_features(lay, obs)
     scores, _ = forward(ai.params, ai.index, np.nan_to_num(mov), green)
     rule = deployed_choice(
         ai.index, masked_logits(ai.index, scores), mov, green, ai.feature_max, ai.ood_factor, ai.trust
     )
-    return np.where(ai.clock.due(obs), rule.choice, HOLD), rule
+    return np.where(deciding, rule.choice, HOLD), rule
 
 
 class Compared:
-    """The AI as the loop's decider, each of its decisions checked against the reference; between
-    decisions it gets no lanes at all, as a loop that follows `needs` would hand it."""
+    """The AI as the loop's decider, each of its decisions checked against the reference; it reads its
+    inputs first (by rows: only at the intersections deciding, none between decisions), then the reference
+    reads whole arrays."""
 
     def __init__(self) -> None:
         self.ai = AiController()
@@ -63,15 +65,15 @@ class Compared:
         self.ai.reset(layout, position, seed)
 
     def decide(self, obs: Observation) -> np.ndarray:
-        clock = Observation(obs.time, obs.phase, obs.time_in_phase)
-        if not self.ai.needs(clock):
-            self.skipped += 1
-            requests = self.ai.decide(clock)  # a lane read here would raise KeyError
-            assert (requests == HOLD).all()
-            return requests
-        expected, rule = reference(self.ai, obs)
         deciding = self.ai.clock.due(obs)
         requests = self.ai.decide(obs)
+        assert obs.deferred is not None and not obs.deferred.full_names  # nothing read in full
+        if not deciding.any():
+            self.skipped += 1
+            assert not self.ai.by_rows & obs.deferred.read_so_far().keys()  # no input read at all
+            assert (requests == HOLD).all()
+            return requests
+        expected, rule = reference(self.ai, obs, deciding)
         np.testing.assert_array_equal(requests, expected, err_msg=f"t={obs.time}")
         np.testing.assert_array_equal(self.ai.fallback, rule.fallback & deciding)
         np.testing.assert_array_equal(self.ai.overruled, rule.overruled & deciding)
@@ -86,13 +88,13 @@ def test_decisions_match_the_reference_through_the_loop(name: str) -> None:
     layout = bundled_layout(name)
     decider = Compared()
     guard = SafetyGuard(layout)
-    with Twin(scenario, layout, fields=decider.ai.requires | GUARD_FIELDS) as twin:
+    with Twin(scenario, layout, fields=decider.ai.requires | GUARD_FIELDS, defer=deferrable(decider.ai)) as twin:
         loop = ControlLoop(twin, guard, decider)
         loop.start(0)
         while not loop.done:
             loop.tick()
     assert decider.decisions > 0
-    assert decider.skipped > 0  # steps where no intersection was due read no lanes
+    assert decider.skipped > 0  # steps where no intersection was due read none of its inputs
     assert guard.stats.violations == 0
 
 
@@ -136,7 +138,7 @@ def _tipping_points(ai: AiController, obs: Observation, most: int) -> list[tuple
             return replace(obs, occupancy=occupancy)
 
         def choice(t: float, k: int = k) -> int:
-            return int(reference(ai, at(t))[0][k])
+            return int(reference(ai, at(t), ai.clock.due(at(t)))[0][k])
 
         lo, hi = 0.0, 1.0
         if choice(lo) == choice(hi):
@@ -164,7 +166,7 @@ def test_near_ties_are_settled_as_the_reference_settles_them() -> None:
     for pair in pairs:
         for obs in pair:
             ai.reset(layout, ProgramPosition(np.zeros(layout.n_intersections, dtype=np.int64), np.zeros(1)))
-            expected = reference(ai, obs)[0]
+            expected = reference(ai, obs, ai.clock.due(obs))[0]
             np.testing.assert_array_equal(ai.decide(obs), expected)
             assert ai.rechecks["float64"] + ai.rechecks["reference"] > 0
     assert ai.rechecks["reference"] > 0

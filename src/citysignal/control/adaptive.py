@@ -126,9 +126,10 @@ class AdvancedMaxPressure(Controller):
                 f"(queued and waiting to enter, minus queued downstream; full exits count 0)")  # fmt: skip
 
 
-def reach_fraction(layout: Layout, reach: float) -> NDArray[np.float64]:
-    """Per movement: the share of its incoming lane within `reach` metres of the stop line."""
-    return np.asarray(reach / np.maximum(layout.lane_length[layout.mov_in], 1.0), dtype=np.float64)
+def reach_fraction(layout: Layout, reach: float, rows: NDArray[np.int64] | slice = slice(None)) -> NDArray[np.float64]:
+    """Per movement (of `rows`, default all): the share of its incoming lane within `reach` metres of the
+    stop line."""
+    return np.asarray(reach / np.maximum(layout.lane_length[layout.mov_in[rows]], 1.0), dtype=np.float64)
 
 
 class Sotl(Controller):

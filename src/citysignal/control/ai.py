@@ -39,8 +39,8 @@ in its best and 747 s in its last episode):
 At run time (`AiController`) only the intersections deciding at a step are scored, and the learned part
 runs in float32; a proven bound on its rounding error sends every near tie back to float64 (then, if
 even float64 cannot separate it, to the full-city pass), so decisions are exactly those of the float64
-full-city reference (`forward`, which `learn.model` mirrors and training uses). Between decisions the
-controller reads no lanes (`needs`).
+full-city reference (`forward`, which `learn.model` mirrors and training uses). It reads its inputs only
+at the intersections deciding (`prefetch`, `Controller.by_rows`): between decisions, none.
 
 Weights live in a small `.npz` (see `learn.export`); torch is needed only to train.
 """
@@ -234,7 +234,7 @@ def movement_features(layout: Layout, obs: Observation, rows: NDArray[np.int64] 
     picked = slice(None) if rows is None else rows
     mov_in, mov_out = layout.mov_in[picked], layout.mov_out[picked]
     halting = obs.lane("halting")
-    moving = (obs.at("vehicles", mov_in) - halting[mov_in]) * np.minimum(1.0, reach_fraction(layout, REACH_M)[picked])
+    moving = (obs.at("vehicles", mov_in) - halting[mov_in]) * np.minimum(1.0, reach_fraction(layout, REACH_M, picked))
     backlog = obs.lane("backlog")[mov_in] if obs.has("backlog") else np.zeros(len(mov_in))
     return np.stack(
         [
@@ -243,7 +243,7 @@ def movement_features(layout: Layout, obs: Observation, rows: NDArray[np.int64] 
             halting[mov_out] / QUEUE_SCALE,
             np.minimum(obs.at("occupancy", mov_out), 1.0),
             backlog / QUEUE_SCALE,
-            spillback(layout, halting)[picked].astype(np.float64),
+            spillback(layout, halting, picked).astype(np.float64),
         ],
         axis=-1,
     )
@@ -633,10 +633,6 @@ class AiController(Controller):
         self.rechecks = {"float64": 0, "reference": 0}  # intersections scored again (see the class docstring)
         self._last_obs: Observation | None = None
         self.clock = DecisionClock(layout.n_intersections, self.interval)
-
-    def needs(self, clock: Observation) -> frozenset[str]:
-        """Lanes only when some intersection is due (`DecisionClock`)."""
-        return self.requires if self.clock.due(clock).any() else frozenset()
 
     def prefetch(self, obs: Observation) -> None:
         """The inputs of the intersections due to decide, read by rows (`Observation.at`)."""

@@ -67,17 +67,6 @@ class Controller(ABC):
         Built on demand from the last decision's arrays, so deciding stays free of per-intersection
         string work."""
 
-    def needs(self, clock: Observation) -> frozenset[str]:
-        """The lane fields `decide` will read at the instant `clock` gives (its time, phase and
-        time_in_phase; no lane arrays): a subset of `requires`, so that a loop reads lanes only when
-        some controller uses them. Lane reads cost more than deciding at city scale.
-
-        A loop asks just before observing, with the time, phase and time_in_phase it will hand to
-        `decide`, gathers these fields (plus its own: the guard's, its records'), then calls `decide`
-        with that observation; at an instant it did not ask about, it gathers all of `requires`. Asking
-        changes nothing in the controller. The default, all of `requires` at every step, is always right."""
-        return self.requires
-
     def prefetch(self, obs: Observation) -> None:
         """Read now the rows of the `by_rows` fields the next `decide(obs)` will read (a loop calls it while
         observing, so that reading counts as observing and deciding stays computing). Default: none."""

@@ -28,9 +28,9 @@ FloatArray = NDArray[np.float64]
 FULL_FRACTION = 0.8  # an outgoing lane this full of queued vehicles blocks its movements
 
 
-def spillback(layout: Layout, halting: FloatArray) -> NDArray[np.bool_]:
-    """Per movement: its outgoing lane is full of queued vehicles."""
-    out = layout.mov_out
+def spillback(layout: Layout, halting: FloatArray, rows: NDArray[np.int64] | slice = slice(None)) -> NDArray[np.bool_]:
+    """Per movement (of `rows`, default all): its outgoing lane is full of queued vehicles."""
+    out = layout.mov_out[rows]
     room = np.maximum(layout.lane_length[out], JAM_SPACING_M)
     return np.asarray(halting[out] * JAM_SPACING_M >= FULL_FRACTION * room)
 
