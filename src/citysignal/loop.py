@@ -179,6 +179,7 @@ class ControlLoop(Generic[B]):
         self.steps = 0
         self.clock = dict.fromkeys(("observe", "decide", "guard", "step"), 0.0)
         self._inputs = decider.guard_inputs if isinstance(decider, Supervised) else None
+        self._prefetch = decider.prefetch if isinstance(decider, Prefetching) else None  # checked once, not per step
         self._obs: Observation | None = None
 
     @property
@@ -227,8 +228,8 @@ class ControlLoop(Generic[B]):
             started = time.perf_counter()
             now = self.backend.time
             self._obs = self.backend.observe(self.guard.green.copy(), self.guard.time_in_phase(now))
-            if isinstance(self.decider, Prefetching):
-                self.decider.prefetch(self._obs)
+            if self._prefetch is not None:
+                self._prefetch(self._obs)
             self.clock["observe"] += time.perf_counter() - started
         return self._obs
 
