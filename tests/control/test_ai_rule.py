@@ -6,6 +6,7 @@ counted and explained in traffic terms."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from bundled import bundled_layout
 
 from citysignal.control.adaptive import AdvancedMaxPressure
@@ -54,8 +55,9 @@ def _favouring(index: CityIndex, greens: np.ndarray) -> np.ndarray:
     return logits
 
 
-def test_anchor_scores_pick_what_advanced_mp_picks() -> None:
-    layout = bundled_layout("cologne8")
+@pytest.mark.parametrize("name", ["cologne8", "hangzhou_4x4"])
+def test_anchor_scores_pick_what_advanced_mp_picks(name: str) -> None:
+    layout = bundled_layout(name)
     index = CityIndex.from_layout(layout)
     rng = np.random.default_rng(4)
     amp = AdvancedMaxPressure()
@@ -85,6 +87,31 @@ def _loaded_grid() -> tuple[Layout, CityIndex, np.ndarray, np.ndarray, np.ndarra
     halting, wanted = _loaded_green(layout)
     obs = _observation(layout, halting)
     return layout, CityIndex.from_layout(layout), wanted, movement_features(layout, obs), green_features(layout, obs)
+
+
+def test_a_movement_every_green_serves_is_no_reason_to_keep_a_green() -> None:
+    """hangzhou_4x4's right turns flow under every green: vehicles approaching there keep no green, for
+    Advanced-MP and for the anchor alike, while the same vehicles on a through movement do."""
+    layout = bundled_layout("hangzhou_4x4")
+    index = CityIndex.from_layout(layout)
+    always = layout.always_served
+    assert always.any() and not always.all()
+    np.testing.assert_array_equal(index.always_served, always)
+    waiting = _loaded_green(layout)[0] / 4  # short queues: the platoon of 40 on through lanes outweighs them
+    n = layout.n_intersections
+    amp = AdvancedMaxPressure()
+    amp.reset(layout, ProgramPosition(np.zeros(n, dtype=np.int64), np.zeros(1)))
+    for lanes, kept in ((layout.mov_in[always], False), (layout.mov_in[~always], True)):
+        obs = _observation(layout, waiting)
+        obs.vehicles[np.setdiff1d(lanes, np.flatnonzero(waiting))] = 40.0
+        request = amp.decide(obs)
+        amp.last_decision[:] = -np.inf
+        anchor = Anchor.of(index, movement_features(layout, obs), green_features(layout, obs))
+        assert bool(anchor.keep.any()) is kept
+        np.testing.assert_array_equal(request == HOLD, amp.kept)
+        assert bool(amp.kept.any()) is kept
+        if not kept:
+            np.testing.assert_array_equal(request, layout.argmax_green(amp.pressure))
 
 
 def test_trust_region_replaces_a_starving_choice() -> None:

@@ -12,7 +12,10 @@ Advanced-MP (Zhang et al., ICML 2022, "Expression might be enough"): every `inte
 `reach` metres outweigh the largest pressure of any green; otherwise switch to the green with the
 largest pressure. Pressure is efficient (queued vehicles only) and aware of insertion backlogs and
 spill-back (`control.pressure`). Lanes are counted, not vehicles located: the moving vehicles of a
-lane longer than `reach` are scaled by reach / length (uniform spacing assumed).
+lane longer than `reach` are scaled by reach / length (uniform spacing assumed). Vehicles approaching on a
+movement that every green serves (the permanent right turns of CityFlow conversions and Manhattan) flow
+whatever is chosen, so they are no reason to keep a green: counted, they held greens for right-turners
+while the through queues waited (hangzhou_4x4, seed 23423: 84.7 s, without them 56.6 s).
 
 SOTL (Gershenson 2005, "self-organizing traffic lights"): each intersection integrates the vehicles
 waiting at red (veh x s); when that exceeds `theta` and the green has run `min_green` seconds, it
@@ -96,7 +99,7 @@ class AdvancedMaxPressure(Controller):
         lay = self.lay
         halting = obs.lane("halting")
         moving = (obs.lane("vehicles") - halting)[lay.mov_in] * self._reach
-        moving = np.where(spillback(lay, halting), 0.0, moving)
+        moving = np.where(spillback(lay, halting) | lay.always_served, 0.0, moving)
         return lay.per_green(movement_pressure(lay, obs, aware=True)), lay.per_green(moving)
 
     def decide(self, obs: Observation) -> NDArray[np.int64]:

@@ -61,7 +61,7 @@ from citysignal.control.adaptive import reach_fraction
 from citysignal.control.base import Controller
 from citysignal.control.pressure import spillback
 from citysignal.errors import UserError
-from citysignal.network.layout import Layout
+from citysignal.network.layout import Layout, served_by_every_green
 from citysignal.twin.observation import Observation, ProgramPosition
 
 FloatArray = NDArray[np.float64]
@@ -127,6 +127,11 @@ class CityIndex:
         if len(starts):
             out[greens] = np.add.reduceat(per_pair, starts, axis=0)
         return out
+
+    @cached_property
+    def always_served(self) -> NDArray[np.bool_]:
+        """Per movement: whether every green of its intersection serves it (no reason to keep a green)."""
+        return served_by_every_green(self.serve_mov, self.green_int, self.mov_int, self.n_intersections)
 
     @cached_property
     def served_by_count(self) -> list[tuple[NDArray[np.int64], NDArray[np.int64]]]:
@@ -254,9 +259,10 @@ class Anchor:
     """Per green, Advanced-MP's readings from the movement features (`of`): its insertion- and
     spill-back-aware efficient pressure (rounded, so that equal sums compare equal whatever the summation
     order); whether it is the running green that keeps going because the vehicles still moving towards its
-    stop lines reach the best pressure; and its score, whose highest value is exactly Advanced-MP's choice:
-    the running green, just above the best pressure, while it keeps going; else the first green of highest
-    pressure (`KEEP_TIE`, `ORDER_TIE`). The skip connection of the policy, and the trust region around it."""
+    stop lines (on movements that not every green serves) reach the best pressure; and its score, whose
+    highest value is exactly Advanced-MP's choice: the running green, just above the best pressure, while it
+    keeps going; else the first green of highest pressure (`KEEP_TIE`, `ORDER_TIE`). The skip connection of
+    the policy, and the trust region around it."""
 
     pressure: FloatArray
     keep: NDArray[np.bool_]
@@ -267,7 +273,7 @@ class Anchor:
         full = mov[:, 5] > 0.5
         pressure = mov[:, 0] + mov[:, 4] - mov[:, 2]
         pressure = np.where(full, np.minimum(pressure, 0.0), pressure)
-        running = np.where(full, 0.0, mov[:, 1])
+        running = np.where(full | index.always_served, 0.0, mov[:, 1])
         per_green = index.sum_per_green(np.stack([pressure[index.serve_mov], running[index.serve_mov]], axis=-1))
         per_green = np.round(per_green, ANCHOR_DECIMALS)
         p, r = per_green[:, 0], per_green[:, 1]

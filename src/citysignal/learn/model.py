@@ -29,6 +29,7 @@ def anchor_scores(
     slots: torch.Tensor,
     green_int: torch.Tensor,
     local: torch.Tensor,
+    always_served: torch.Tensor,
     mov: torch.Tensor,
     green: torch.Tensor,
 ) -> torch.Tensor:
@@ -36,7 +37,7 @@ def anchor_scores(
     full = mov[..., 5] > 0.5
     pressure = mov[..., 0] + mov[..., 4] - mov[..., 2]
     pressure = torch.where(full, pressure.clamp(max=0.0), pressure)
-    running = torch.where(full, torch.zeros_like(pressure), mov[..., 1])
+    running = torch.where(full | always_served, torch.zeros_like(pressure), mov[..., 1])
     shape = (mov.shape[0], green.shape[1])
     p = torch.zeros(shape, dtype=mov.dtype, device=mov.device).index_add(1, serve_green, pressure[:, serve_mov])
     r = torch.zeros(shape, dtype=mov.dtype, device=mov.device).index_add(1, serve_green, running[:, serve_mov])
@@ -83,7 +84,8 @@ class SharedPolicy(nn.Module):
         z = torch.relu(torch.cat([emb, green], dim=-1) @ self.w3 + self.b3)
         slots = torch.as_tensor(index.slots, device=dev)
         local = torch.as_tensor(index.local, device=dev, dtype=mov.dtype)
-        anchor = anchor_scores(serve_green, serve_mov, slots, green_int, local, mov, green)
+        always_served = torch.as_tensor(index.always_served, device=dev)
+        anchor = anchor_scores(serve_green, serve_mov, slots, green_int, local, always_served, mov, green)
         scores = (z @ self.w4)[..., 0] + self.b4[0] + self.alpha[0] * anchor
         pooled = torch.zeros(t, index.n_intersections, h.shape[-1], dtype=h.dtype, device=dev).index_add(
             1, green_int, emb

@@ -151,6 +151,11 @@ class Layout:
         return np.unique(self.mov_in)
 
     @cached_property
+    def always_served(self) -> NDArray[np.bool_]:
+        """Per movement: whether every green of its intersection serves it (`served_by_every_green`)."""
+        return served_by_every_green(self.serve_mov, self.green_int, self.mov_int, self.n_intersections)
+
+    @cached_property
     def _own_lanes(self) -> tuple[IntArray, IntArray]:
         pairs = np.unique(self.mov_int * len(self.lanes) + self.mov_in)
         owner, lane = np.divmod(pairs, len(self.lanes))
@@ -181,6 +186,17 @@ class Layout:
         last = np.r_[self.green_start[1:], self.n_greens] - 1
         best: IntArray = order[last] - self.green_start
         return best
+
+
+def served_by_every_green(
+    serve_mov: IntArray, green_int: IntArray, mov_int: IntArray, n_intersections: int
+) -> NDArray[np.bool_]:
+    """Per movement: whether every green of its intersection serves it, as permanent right turns do in
+    CityFlow conversions and on Manhattan's grid. No choice of green changes how such a movement flows, so
+    its vehicles are no reason to keep a green (each (green, movement) pair is listed once)."""
+    greens = np.bincount(green_int, minlength=n_intersections)[mov_int]
+    served: NDArray[np.bool_] = (np.bincount(serve_mov, minlength=len(mov_int)) == greens) & (greens > 1)
+    return served
 
 
 def _feed_pairs(
