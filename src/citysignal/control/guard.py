@@ -116,12 +116,14 @@ class _Look:
     green: NDArray[np.bool_]
     major: NDArray[np.bool_]
     clearing: NDArray[np.bool_]  # yellow that clears a lost green (`CLEARANCE_YELLOW`)
+    clears: bool  # some signal shows it: most states (greens, all-red) do not, and skip the yellow bookkeeping
     all_red: bool
 
     @classmethod
     def of(cls, state: str) -> _Look:
         clearing = np.fromiter((c in CLEARANCE_YELLOW for c in state), dtype=bool, count=len(state))
-        return cls(signals.green_mask(state), signals.major_mask(state), clearing, _all_red(state))
+        green, major = signals.green_mask(state), signals.major_mask(state)
+        return cls(green, major, clearing, bool(clearing.any()), _all_red(state))
 
 
 def _to_yellow(state: str) -> str:
@@ -452,9 +454,11 @@ class SafetyGuard:
     def _floor_wait(self, k: int, state: str, now: float) -> float:
         """Seconds the shown state must still stay before `state` may follow it (<= 0: none)."""
         shown, after = self._look(self.shown[k]), self._look(state)
-        n = min(len(shown.clearing), len(after.clearing))
-        leaving = np.flatnonzero(shown.clearing[:n] & ~after.clearing[:n]) + int(self.layout.signal_start[k])
-        wait = float(self._yellow_since[leaving].max()) + self.yellow_floor[k] - now if leaving.size else 0.0
+        wait = 0.0
+        if shown.clears:  # only a yellow showing now can be left too early
+            n = min(len(shown.clearing), len(after.clearing))
+            leaving = np.flatnonzero(shown.clearing[:n] & ~after.clearing[:n]) + int(self.layout.signal_start[k])
+            wait = float(self._yellow_since[leaving].max()) + self.yellow_floor[k] - now if leaving.size else 0.0
         if shown.all_red and not after.all_red:
             wait = max(wait, float(self._all_red_from[k] + self.all_red_floor[k] - now))
         return wait
@@ -535,8 +539,11 @@ class SafetyGuard:
         end = start + len(state)
         self._shown_served[start:end] = served
         self._shown_green[start:end] = look.green
-        was = self._yellow_since[start:end]
-        self._yellow_since[start:end] = np.where(look.clearing, np.minimum(was, now), np.inf)
+        if look.clears:
+            was = self._yellow_since[start:end]
+            self._yellow_since[start:end] = np.where(look.clearing, np.minimum(was, now), np.inf)
+        else:
+            self._yellow_since[start:end] = np.inf
         self._all_red_from[k] = min(self._all_red_from[k], now) if look.all_red else np.inf
 
     def _problems(self, k: int, before: str, after: str) -> list[str]:
