@@ -42,6 +42,8 @@ from citysignal.twin.observation import (
 PRIORITY_CLASSES = {"emergency": "emergency", "bus": "bus"}  # SUMO vClass -> priority call kind
 BOX_CLEAR_SPEED_MS = 2.0  # slower than this inside a junction, a vehicle still blocks the box
 DEFAULT_SEED = 23423  # SUMO's own default: a bench run with seed 23423 reproduces a plain `sumo` run
+DETECTOR_PERIOD_S = 86400.0  # the stop-line detectors' interval: their counts restart at the end of each
+DETECTION_EPS_S = 1e-6  # slack on a detector's last detection time (SUMO reports it as a difference of floats)
 
 
 LANE_GETTERS = {
@@ -63,7 +65,7 @@ def _detectors_file(layout: Layout, path: Path) -> Path:
         lane = layout.lanes[k]
         pos = max(0.0, float(layout.lane_length[k]) - 1.0)
         rows.append(
-            f'    <e1Detector id="cs_{k}" lane="{lane}" pos="{pos:.2f}" period="86400" '
+            f'    <e1Detector id="cs_{k}" lane="{lane}" pos="{pos:.2f}" period="{DETECTOR_PERIOD_S:g}" '
             f'file="/dev/null" friendlyPos="true"/>'
         )
     path.write_text("<additional>\n" + "\n".join(rows) + "\n</additional>\n")
@@ -107,6 +109,10 @@ class Twin:
         self._detector_of: list[str] = []  # per layout lane: its stop-line detector, "" if it has none
         self._has_detector = np.zeros(0, dtype=bool)
         self._passed_at = np.zeros(0, dtype=np.int64)  # the lanes with a detector
+        self._passed_count = np.zeros(0)  # per layout lane: its detector's count when last read
+        self._passed_clear_at = np.zeros(0)  # when that read found the detector empty; -inf: read it again
+        self._passed_origin = scenario.begin  # where the detectors' intervals (`DETECTOR_PERIOD_S`) count from
+        self._passed_interval = -1.0  # the interval the remembered counts were read in
 
     # lifecycle -----------------------------------------------------------------------------
     def _command(self, tmp: Path) -> list[str]:
@@ -173,6 +179,8 @@ class Twin:
             self._has_detector = np.zeros(len(self.layout.lanes), dtype=bool)
             self._has_detector[self.layout.incoming_lanes] = True
             self._passed_at = np.flatnonzero(self._has_detector)
+            self._passed_count = np.zeros(len(self.layout.lanes))
+            self._passed_clear_at = np.full(len(self.layout.lanes), -np.inf)
         return self
 
     def __exit__(
@@ -238,11 +246,34 @@ class Twin:
         if name == "passed":  # stop-line detectors stand on the incoming lanes only: 0 elsewhere
             passed = np.zeros(len(self.layout.lanes) if rows is None else len(rows))
             at = self._passed_at if rows is None else np.flatnonzero(self._has_detector[rows])
-            detectors = [self._detector_of[i] for i in (at if rows is None else rows[at]).tolist()]
-            passed[at] = _read_all(self._getter("inductionloop", "getIntervalVehicleNumber"), detectors)
+            passed[at] = self._passed(at if rows is None else rows[at])
             return passed
         names = self.layout.lanes if rows is None else [self.layout.lanes[i] for i in rows.tolist()]
         return _read_all(self._getter("lane", LANE_GETTERS[name]), names)
+
+    def _passed(self, lanes: NDArray[np.int64]) -> NDArray[np.float64]:
+        """The stop-line counts of these lanes (each with a detector), as SUMO's `getIntervalVehicleNumber`
+        gives them now. That call walks every vehicle the detector saw in its interval (a day), so it costs
+        more the longer a run goes; a count changes only when a vehicle reaches the detector (or one leaves it
+        early, sideways) or the interval restarts (every `DETECTOR_PERIOD_S` from the run's begin, or from
+        where a state was loaded). So a detector is read again only where `getTimeSinceDetection`
+        (constant cost) says a vehicle stands on it or left it since the last read that found it empty, or
+        the interval may have restarted since (within a second of a restart, every detector, every time)."""
+        now = self.time
+        interval, offset = divmod(now - self._passed_origin, DETECTOR_PERIOD_S)
+        settled = 1.0 < offset < DETECTOR_PERIOD_S - 1.0
+        if not settled or interval != self._passed_interval:
+            self._passed_clear_at[:] = -np.inf
+            self._passed_interval = interval
+        detectors = [self._detector_of[i] for i in lanes.tolist()]
+        since = _read_all(self._getter("inductionloop", "getTimeSinceDetection"), detectors)
+        stale = since <= now - self._passed_clear_at[lanes] + DETECTION_EPS_S  # on it, or left since: read again
+        todo = lanes[stale]
+        if todo.size:
+            count = self._getter("inductionloop", "getIntervalVehicleNumber")
+            self._passed_count[todo] = _read_all(count, [self._detector_of[i] for i in todo.tolist()])
+            self._passed_clear_at[todo] = np.where((since[stale] > 0.0) & settled, now, -np.inf)
+        return self._passed_count[lanes]
 
     def _getter(self, domain: str, name: str) -> Callable[[str], Any]:
         """libsumo's getter without its Python wrapper (the binding itself, about a third faster per call,
@@ -352,4 +383,8 @@ class Twin:
         assert self._tmp is not None
         path = Path(self._tmp.name) / "state.xml.gz"
         path.write_bytes(state)
+        loaded_at = self.time
         self._api.simulation.loadState(str(path))
+        # SUMO closes the detectors' running interval where the state is loaded, and clears their counts
+        self._passed_origin = loaded_at
+        self._passed_clear_at[:] = -np.inf
