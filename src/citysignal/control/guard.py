@@ -492,7 +492,7 @@ class SafetyGuard:
 
     def _boxes(self, due: NDArray[np.int64]) -> dict[int, NDArray[np.float64]]:
         """The box lanes of those of `due` whose change may end now (no transition step left, the clearance
-        not used up: `_next_state` asks `_box_blocked`), read in one call: a read by rows costs tens of
+        not used up: `_next_state` asks `_box_blocked`), read in one call: a read by rows costs about ten
         microseconds before the first lane, and at city scale a hundred changes end in a step."""
         if self._box is None:
             return {}
