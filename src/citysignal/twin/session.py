@@ -113,6 +113,7 @@ class Twin:
         self._passed_clear_at = np.zeros(0)  # when that read found the detector empty; -inf: read it again
         self._passed_origin = scenario.begin  # where the detectors' intervals (`DETECTOR_PERIOD_S`) count from
         self._passed_interval = -1.0  # the interval the remembered counts were read in
+        self._detection_times = False  # whether SUMO gives the detectors' time since detection (not in meso)
 
     # lifecycle -----------------------------------------------------------------------------
     def _command(self, tmp: Path) -> list[str]:
@@ -181,7 +182,20 @@ class Twin:
             self._passed_at = np.flatnonzero(self._has_detector)
             self._passed_count = np.zeros(len(self.layout.lanes))
             self._passed_clear_at = np.full(len(self.layout.lanes), -np.inf)
+            self._detection_times = self._knows_detection_times()
         return self
+
+    def _knows_detection_times(self) -> bool:
+        """Whether SUMO gives the stop-line detectors' time since detection: the mesoscopic model's
+        detectors count vehicles but refuse it ("Induction loop ... is not known", SUMO 1.28)."""
+        if not self._passed_at.size:
+            return False
+        probe = self._getter("inductionloop", "getTimeSinceDetection")
+        try:
+            probe(self._detector_of[int(self._passed_at[0])])
+        except self._api.TraCIException:
+            return False
+        return True
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -266,11 +280,13 @@ class Twin:
             self._passed_clear_at[:] = -np.inf
             self._passed_interval = interval
         detectors = [self._detector_of[i] for i in lanes.tolist()]
+        count = self._getter("inductionloop", "getIntervalVehicleNumber")
+        if not self._detection_times:  # nothing tells which counts moved: read them all
+            return _read_all(count, detectors)
         since = _read_all(self._getter("inductionloop", "getTimeSinceDetection"), detectors)
         stale = since <= now - self._passed_clear_at[lanes] + DETECTION_EPS_S  # on it, or left since: read again
         todo = lanes[stale]
         if todo.size:
-            count = self._getter("inductionloop", "getIntervalVehicleNumber")
             self._passed_count[todo] = _read_all(count, [self._detector_of[i] for i in todo.tolist()])
             self._passed_clear_at[todo] = np.where((since[stale] > 0.0) & settled, now, -np.inf)
         return self._passed_count[lanes]
