@@ -249,6 +249,43 @@ def test_a_twin_hung_past_the_limit_is_killed_and_restarted(tmp_path: Path) -> N
         service.stop()
 
 
+def refusal(service: Service, inter_id: str) -> int:
+    """The status a read of `inter_id` is refused with (the read must be refused)."""
+    with pytest.raises(CommandError) as refused:
+        service.engine.detail(inter_id)
+    return refused.value.status
+
+
+def test_a_thawed_twin_is_healthy_once_it_steps_and_stays_so(tmp_path: Path) -> None:
+    """After a freeze the twin first answers the calls queued meanwhile, then steps: those answers must not
+    report it healthy while its next heartbeat still says it has not stepped (health would flip back to
+    degraded and a read the operator sent on "ok" would be refused)."""
+    service = in_process(tmp_path / "audit.db", "grid4x4")
+    service.start()
+    try:
+        pid = service.engine.pid
+        assert pid is not None and service.engine.detail("B2")
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with ThreadPoolExecutor(5) as pool:  # sent before the freeze is noticed: they wait in the pipe
+                assert set(pool.map(lambda _: refusal(service, "B2"), range(5))) == {503}
+            wait_for(lambda: service.engine.health()[0] == "degraded")
+            time.sleep(2.0)  # frozen for longer than a step may take
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        seen: list[str] = []
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            status = service.engine.health()[0]
+            if not seen or seen[-1] != status:
+                seen.append(status)
+            time.sleep(0.002)
+        assert seen == ["degraded", "ok"], seen
+        assert service.engine.detail("B2")
+    finally:
+        service.stop()
+
+
 def test_a_twin_that_cannot_start_again_is_not_restarted_forever(tmp_path: Path) -> None:
     files = tmp_path / "city"
     shutil.copytree(resolve("grid4x4", None, None).sumocfg.parent, files)

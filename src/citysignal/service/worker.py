@@ -187,6 +187,7 @@ class _Child:
     ended: bool = False  # its reader has finished
     loading: bool = True
     since_step: float = 0.0  # as of the last heartbeat
+    beat_heard: float = field(default_factory=time.monotonic)  # when the last heartbeat came
     failed: str | None = None
     calls: dict[int, Future[Reply]] = field(default_factory=dict)
     reader: threading.Thread | None = None
@@ -195,8 +196,10 @@ class _Child:
         return time.monotonic() - self.heard
 
     def stalled(self) -> float:
-        """Seconds since the twin last stepped, as far as the parent can tell."""
-        return self.since_step + self.silent()
+        """Seconds since the twin last stepped, as far as the parent can tell: counted from the last
+        heartbeat, not from the last message, since a thawed twin answers the calls queued while it was
+        frozen before it steps again (those answers must not make it look as if it had just stepped)."""
+        return self.since_step + time.monotonic() - self.beat_heard
 
 
 class EngineProcess:
@@ -415,7 +418,7 @@ class EngineProcess:
                 if kind == "live":
                     self._live = message[1]
                 elif kind == "beat":
-                    child.loading, child.since_step = message[1], message[2]
+                    child.loading, child.since_step, child.beat_heard = message[1], message[2], child.heard
                 elif kind == "event":
                     self.recorder.record_later(message[1])
                 elif kind == "kpi":
