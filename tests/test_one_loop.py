@@ -9,9 +9,7 @@ at step 531 in 2 of 5 repeats in one process, never across 6 fresh processes).
 
 from __future__ import annotations
 
-import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from bundled import bundled_layout, bundled_network
 
 from citysignal.bench.episode import RECORD_EVERY_S, EpisodeResult, run_episode
 from citysignal.bench.metrics import trip_metrics
+from citysignal.bench.parallel import map_fresh
 from citysignal.control import HOLD, make_controller
 from citysignal.learn.core import CityCore
 from citysignal.scenarios import Scenario, resolve
@@ -78,8 +77,7 @@ def bench_path(sc: Scenario, controller: str) -> EpisodeResult:
 
 def fresh(fn: Any, *args: Any) -> Any:
     """`fn(*args)` in a process of its own (spawned: no simulation ran there before)."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result(timeout=300)
+    return map_fresh(fn, [args], workers=1)[0]
 
 
 @pytest.mark.parametrize("controller", ["maxpressure", "ai"])

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from citysignal.bench.cluster import init_ray
 from citysignal.bench.episode import EpisodeResult, Fork, run_episode
@@ -25,6 +26,8 @@ from citysignal.control.guard import DEFAULT_MAX_RED_S
 from citysignal.scenarios import Scenario
 from citysignal.scenarios.priority import PriorityDemand
 from citysignal.twin.faults import FaultSpec
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -73,10 +76,35 @@ def run_jobs(
     return _run_on_ray(jobs, workers, address, on_done)
 
 
+def map_fresh(fn: Callable[..., T], calls: Sequence[tuple[Any, ...]], workers: int = 2,
+              address: str | None = None) -> list[T]:  # fmt: skip
+    """`fn(*args)` for each of `calls`, in order, each call in a process of its own (see the module
+    docstring): on Ray (local with `workers` CPUs, or the cluster at `address`), or one after another in
+    fresh processes where `workers` is 1. `fn` must be importable by name (a module-level function)."""
+    if address is None and workers <= 1:
+        with _one_at_a_time() as pool:
+            return [pool.submit(fn, *args).result() for args in calls]
+    init_ray(workers, address)
+    import ray
+
+    return list(ray.get([_fresh_remote(fn).remote(*args) for args in calls]))
+
+
+def _one_at_a_time() -> ProcessPoolExecutor:
+    """One spawned process per task (no fork of a process that has run libsumo or holds threads)."""
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1)
+
+
+def _fresh_remote(fn: Callable[..., Any]) -> Any:
+    """`fn` as a Ray task that runs in a fresh worker process each time (the worker exits after one call)."""
+    import ray
+
+    return ray.remote(num_cpus=1, max_retries=0, max_calls=1)(fn)
+
+
 def _run_in_fresh_processes(jobs: Sequence[Job], on_done: Callable[[Job, float], None] | None) -> list[EpisodeResult]:
     results = []
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=context, max_tasks_per_child=1) as pool:
+    with _one_at_a_time() as pool:
         for job in jobs:
             results.append(pool.submit(_run, job).result())
             if on_done is not None:
@@ -90,7 +118,7 @@ def _run_on_ray(
     init_ray(workers, address)
     import ray
 
-    remote = ray.remote(num_cpus=1, max_retries=0, max_calls=1)(_run)  # a fresh worker process per episode
+    remote = _fresh_remote(_run)
     refs = {remote.remote(j): i for i, j in enumerate(jobs)}
     results: list[EpisodeResult | None] = [None] * len(jobs)
     pending = list(refs)

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from citysignal.bench.cluster import init_ray
 from citysignal.bench.episode import run_episode
+from citysignal.bench.parallel import map_fresh
 from citysignal.control.ai import MOVEMENT_FEATURES, TRUST, CityIndex, save_policy
 from citysignal.learn.model import SharedPolicy
 from citysignal.learn.rollout import Demonstration, Rollout, RuleConfig, demonstrate, rollout
@@ -128,14 +128,11 @@ class Trainer:
 
     # parallel rollouts ------------------------------------------------------------------------
     def _map(self, fn: Callable[..., object], args: list[tuple[object, ...]]) -> list[object]:
+        """Each call in a process of its own (`bench.parallel.map_fresh`): libsumo does not repeat a run
+        exactly in a process that ran another, so a shared process would make the validation of a
+        checkpoint, and the baseline it is scored against, depend on the order of the runs."""
         cfg = self.config
-        if cfg.address is None and cfg.workers <= 1:
-            return [fn(*a) for a in args]
-        init_ray(cfg.workers, cfg.address)
-        import ray
-
-        remote = ray.remote(num_cpus=1, max_retries=0)(fn)
-        return list(ray.get([remote.remote(*a) for a in args]))
+        return map_fresh(fn, args, cfg.workers, cfg.address)
 
     # the loop -----------------------------------------------------------------------------------
     def run(self) -> Path:
