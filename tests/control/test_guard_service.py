@@ -1,6 +1,8 @@
 """The guard's two rules that read the street, not only the signals, driven without SUMO:
 
-- max red bounds what drivers feel: a green (`G` or `g`) is service only while its vehicles discharge;
+- max red bounds what drivers feel: a green (`G` or `g`) is service only while its vehicles discharge,
+  and signals that got their green and still cannot discharge (a full exit) do not take turns for good
+  while another one waits;
 - clearance: a change waits (all-red, bounded) while vehicles stand inside the junction on a movement
   that lost its green and conflicts with one the new green starts.
 """
@@ -102,6 +104,45 @@ def test_nobody_waiting_restarts_the_clock() -> None:
     for t in range(200, 230):
         guard.apply(float(t), hold, queued, empty)
     assert guard.stats.max_red_preemptions == 0
+
+
+LIVELOCK = "243641585"  # ingolstadt21: signal 0 alone in one green, signals 2 and 3 into exits that filled
+
+
+def test_blocked_signals_do_not_take_turns_while_a_free_one_waits() -> None:
+    """Signals 2 and 3 wait but never discharge (their exits are full), signal 0 discharges whenever it is
+    green. Before, the guard preempted for the longer-starved of 2 and 3 in turn (for 40 minutes at seed
+    23423 of the AI run) and signal 0 never got its green. Now a signal whose green did not help it waits
+    a bound after that green, and the controller (here: holding) or the others' bound decide meanwhile."""
+    layout = bundled_layout("ingolstadt21")
+    k = layout.ids.index(LIVELOCK)
+    inter = layout.intersections[k]
+    assert [state for state in inter.greens] == ["rGgG", "rGGr", "Grrr"]
+    max_red = 60.0
+    guard = SafetyGuard(layout, max_red=max_red)
+    _start(layout, guard, 0, k)
+    lanes = {s: sorted({int(layout.mov_in[m]) for m in np.flatnonzero((layout.mov_int == k) & (layout.mov_signal == s))})
+             for s in (0, 2, 3)}  # fmt: skip
+    halting = np.zeros(len(layout.lanes))
+    halting[lanes[2] + lanes[3]] = 5.0
+    passed = np.zeros(len(layout.lanes))
+    hold = np.full(layout.n_intersections, HOLD, dtype=np.int64)
+    major: dict[int, list[int]] = {0: [], 2: [], 3: []}  # the seconds each signal shows `G`
+    arrive = 100  # signal 0's queue comes after 2 and 3 are starved
+    for t in range(1, arrive + 400):
+        if t == arrive:
+            halting[lanes[0]] = 5.0
+        if guard.shown[k][0] in "Gg":
+            passed[lanes[0]] += 1.0
+        guard.apply(float(t), hold, halting, passed)
+        for s, seconds in major.items():
+            if guard.shown[k][s] == "G":
+                seconds.append(t)
+    assert guard.stats.violations == 0
+    assert major[0] and major[0][0] <= arrive + max_red + 20
+    for s in (2, 3):
+        runs = [t for t in major[s] if t - 1 not in major[s]]
+        assert len(runs) >= 2
 
 
 def _clearance_case(layout: Layout) -> tuple[int, int, int, int]:

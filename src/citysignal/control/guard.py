@@ -33,9 +33,14 @@ sequences and is the only source of the states the twin shows:
   line of one of its lanes in that second), or nobody waits there. A permissive left turn whose
   vehicles find gaps is served; one blocked behind opposing traffic, or a green into a full lane, is
   not. Without stop-line counts (`passed`), a green counts as service when it is major (the
-  permissive green of a signal that also has a protected one does not). Waiting counts the queue
-  behind a stub approach and vehicles waiting to enter too (the loop hands `Observation.waiting`:
-  ingolstadt21's left turn onto a 0.2 m stub queued on the road before it, unseen, for 40 min).
+  permissive green of a signal that also has a protected one does not). A signal that was shown a
+  green serving it and still did not discharge is blocked beyond the guard's reach (a full exit, a
+  queue that is not there): the guard preempts for it again only once the bound has passed since that
+  green, and leaves the controller free meanwhile. Before, blocked signals took turns while another one
+  waited (ingolstadt21, seed 23423: two blocked signals for 40 minutes, while a third, free to go, never
+  got its green). Waiting counts the queue behind a stub approach and vehicles waiting to enter too
+  (the loop hands `Observation.waiting`: ingolstadt21's left turn onto a 0.2 m stub queued on the road
+  before it, unseen, for 40 min).
   Pedestrian signals have no detectors here, so they are served by the controllers' cycles.
 
 Detector readings may be faulty (see `citysignal.twin.faults`): a NaN halting or stop-line count is
@@ -150,8 +155,9 @@ class SafetyGuard:
     - `yellow_floor`, `all_red_floor`: the shortest yellow and all-red the intersection may show (s).
 
     Per signal (all intersections' signals in a row, from `Layout.signal_start`): `red_since`, when it was
-    last served (the max-red clock). `stats` (`GuardStats`) counts what was refused, deferred, preempted,
-    extended, prevented, held and violated. `max_red` is the max-red bound (s).
+    last served (the max-red clock), and `offered`, when a green serving it last showed. `stats`
+    (`GuardStats`) counts what was refused, deferred, preempted, extended, prevented, held and violated.
+    `max_red` is the max-red bound (s).
     """
 
     def __init__(self, layout: Layout, max_red: float = DEFAULT_MAX_RED_S) -> None:
@@ -187,6 +193,7 @@ class SafetyGuard:
         self._last_passed = np.zeros(len(layout.lanes))  # each lane's stop-line count when last read
         self._passed_read = np.zeros(len(layout.lanes), dtype=bool)  # read since the start
         self.red_since = np.zeros(total)
+        self.offered = np.full(total, -np.inf)  # per signal: when a green that serves it last showed
         self._box: LaneRows | None = None
         self._box_now: dict[int, NDArray[np.float64]] = {}  # per intersection whose change may end now: its box
         self._cleared = np.zeros(n)
@@ -362,7 +369,10 @@ class SafetyGuard:
             discharged = np.bincount(self._mov_signal, weights=moved, minlength=lay.n_signals_total) > 0
             served = self._shown_green & discharged
         self.red_since[served | ~waiting] = now
-        starved = waiting & self._servable & (now - self.red_since > self.max_red)
+        self.offered[self._shown_served] = now
+        # a signal shown a green that serves it within the bound, and still not discharging, is blocked
+        # beyond the guard's reach: another preemption for it only takes the green from the others
+        starved = waiting & self._servable & (now - np.maximum(self.red_since, self.offered) > self.max_red)
         if not starved.any():
             return requests
         requests = requests.copy()
@@ -592,6 +602,7 @@ class SafetyGuard:
             "green": self.green.tolist(), "target": self.target.tolist(), "since": self.since.tolist(),
             "step_until": self.step_until.tolist(), "pending": self.pending.tolist(), "shown": list(self.shown),
             "steps": [[[s, d] for s, d in steps] for steps in self._steps], "red_since": self.red_since.tolist(),
+            "offered": self.offered.tolist(),
             "stats": asdict(self.stats), "cleared": self._cleared.tolist(),
             "last_passed": self._last_passed.tolist(), "passed_read": self._passed_read.tolist(),
             "yellow_since": self._yellow_since.tolist(), "all_red_from": self._all_red_from.tolist(),
@@ -616,6 +627,7 @@ class SafetyGuard:
         self._all_red_from = np.array(state["all_red_from"], dtype=np.float64)
         self._unsafe = np.array(state["unsafe"], dtype=bool)
         self.red_since = np.array(state["red_since"], dtype=np.float64)
+        self.offered = np.array(state.get("offered", self.red_since), dtype=np.float64)
         self.stats = GuardStats(**state["stats"])
         self._cleared = np.array(state["cleared"], dtype=np.float64)
         passed = state["last_passed"]
