@@ -121,8 +121,8 @@ def test_blocked_signals_do_not_take_turns_while_a_free_one_waits() -> None:
     max_red = 60.0
     guard = SafetyGuard(layout, max_red=max_red)
     _start(layout, guard, 0, k)
-    lanes = {s: sorted({int(layout.mov_in[m]) for m in np.flatnonzero((layout.mov_int == k) & (layout.mov_signal == s))})
-             for s in (0, 2, 3)}  # fmt: skip
+    own = layout.mov_int == k
+    lanes = {s: sorted(set(layout.mov_in[own & (layout.mov_signal == s)].tolist())) for s in (0, 2, 3)}
     halting = np.zeros(len(layout.lanes))
     halting[lanes[2] + lanes[3]] = 5.0
     passed = np.zeros(len(layout.lanes))
