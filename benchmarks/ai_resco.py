@@ -72,7 +72,8 @@ def training_curve(log: Path, png: Path) -> str:
     fig.savefig(png, dpi=100)
     plt.close(fig)
     best = min(val, key=lambda v: v[1])
-    return f"best validation {best[1]:.3f} x the teacher at iteration {best[0]} (the shipped policy)"
+    return (f"best validation in the log {best[1]:.3f} x the teacher at iteration {best[0]}; which policy ships, "
+            "and why: the policies README")  # fmt: skip
 
 
 def main() -> None:
