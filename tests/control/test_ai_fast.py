@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from bundled import BUNDLED, bundled_layout, bundled_scenario
 
-import citysignal.control.ai as ai_module
 from citysignal.control.ai import (
     F32_UNIT,
     AiController,
@@ -204,22 +203,3 @@ def test_a_subset_scores_as_the_whole_city() -> None:
     np.testing.assert_array_equal(
         np.argmax(masked_logits(sub, part), axis=1), np.argmax(masked_logits(index, whole), axis=1)[chosen]
     )
-
-
-def test_rows_sharing_a_key_are_all_scored(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Equal movement rows are scored once, found by a scalar key and checked; with every row on one
-    key (weights of zero) the check fails and every row is scored: within the float32 bound either way."""
-    params, _ = load_policy(default_policy_path())
-    head = Float32Head.of(params)
-    layout = bundled_layout("cologne8")
-    index = CityIndex.from_layout(layout)
-    obs = _loaded(layout, 5)
-    mov, green = movement_features(layout, obs), green_features(layout, obs)
-    mov[::2] = mov[0]  # many equal rows
-    exact, _ = _head(params, index, mov, green)
-    bound = head_error_bound(params, np.abs(mov).max(axis=0), index.most_served, F32_UNIT)
-    grouped = head(index, mov, green)
-    monkeypatch.setattr(ai_module, "KEY_WEIGHTS", np.zeros(8))
-    every_row = head(index, mov, green)
-    for scores in (grouped, every_row):
-        assert np.abs(scores.astype(np.float64) - exact).max() <= bound
