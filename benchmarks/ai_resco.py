@@ -119,7 +119,8 @@ def main() -> None:
         must += ok
         met += ai <= goal
         lines.append(
-            f"| {sc} | " + " | ".join(f"{classic[c]:.1f}" for c in CLASSIC)
+            f"| {sc} | "
+            + " | ".join(f"{classic[c]:.1f}" for c in CLASSIC)
             + f" | {classic[best_name]:.1f} ({best_name}) | **{ai:.1f}** ({worst:.1f}) | {ai / classic[best_name]:.2f} "
             f"| {'yes' if ok else 'no'} | {goal:.1f} | {'yes' if ai <= goal else 'no'} "
             f"| {np.max(lost[(sc, 'ai')]):.0f} (best classic {np.max(lost[(sc, best_name)]):.0f}) "
@@ -133,7 +134,8 @@ def main() -> None:
         best = min(vals[c] for c in TRANSFER_CONTROLLERS if c != "ai")
         tlines.append(f"| {sc} | " + " | ".join(f"{vals[c]:.1f}" for c in TRANSFER_CONTROLLERS)
                       + f" | {vals['ai'] / best:.2f} |")  # fmt: skip
-    curve = training_curve(HERE / "ai_train_log.csv", HERE / "ai_training_curve.png")
+    png = HERE / "ai_training_curve.png"
+    curve = training_curve(HERE / "ai_train_log.csv", png)
     body = (
         f"{SECTION}\n\n- date: {dt.date.today().isoformat()}; machine: {platform.machine()}, 2 cores; "
         f"total wall {wall:.0f} s; safety violations over all {len(results)} runs: {violations:.0f}\n"
@@ -151,7 +153,7 @@ def main() -> None:
         body += (f"\n### Zero-shot transfer (mean over {args.transfer_seeds} seed(s), each city's own 1 h window)\n\n"
                  + "\n".join(tlines) + "\n")  # fmt: skip
     body += "\n![training curve](benchmarks/ai_training_curve.png)\n"
-    update_section(args.out, SECTION, body)
+    update_section(args.out, SECTION, body, figures=(png,))
     print(body)
 
 

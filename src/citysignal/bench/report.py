@@ -89,25 +89,32 @@ def markdown_table(rows: Sequence[dict[str, object]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def code_version(where: Path) -> str:
-    """The commit a figure was measured on, and whether the tree had uncommitted changes."""
+def code_version(where: Path, outputs: Sequence[Path] = ()) -> str:
+    """The commit a figure was measured on, and whether the tree had uncommitted changes. `outputs` (the
+    benchmark's own results: the report it rewrites as it goes, its figures) do not count as changes."""
     git = ["git", "-C", str(where)]
     try:
         sha = subprocess.run([*git, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, check=True)  # fmt: skip
+        top = Path(subprocess.run([*git, "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                                  check=True).stdout.strip()).resolve()  # fmt: skip
+        excluded = [
+            f":(exclude,top){out.resolve().relative_to(top)}" for out in outputs if out.resolve().is_relative_to(top)
+        ]
+        dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--", ":/", *excluded],
+                               capture_output=True, text=True, check=True)  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
         return "commit unknown (not a git checkout)"
     return f"commit {sha.stdout.strip()}, dirty tree: {'yes' if dirty.stdout.strip() else 'no'}"
 
 
-def update_section(path: Path, title: str, body: str) -> None:
+def update_section(path: Path, title: str, body: str, figures: Sequence[Path] = ()) -> None:
     """Replace the `## title` section of a Markdown file (BENCHMARKS.md) with `body`, or append it.
 
     A line naming the commit (and whether the tree was dirty) is put under the title: a figure from
-    an older commit is stale."""
+    an older commit is stale. The file itself and the section's `figures` are the benchmark's output, not
+    changes to the code it measured."""
     head, _, rest = body.partition("\n")
-    body = f"{head}\n\n- code: {code_version(path.resolve().parent)}\n{rest}"
+    body = f"{head}\n\n- code: {code_version(path.resolve().parent, (path, *figures))}\n{rest}"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     pattern = re.compile(rf"{re.escape(title)}\n.*?(?=\n## |\Z)", re.S)
     text = pattern.sub(lambda _: body, text) if pattern.search(text) else text.rstrip() + "\n\n" + body
