@@ -1,18 +1,17 @@
 """What-if race: how long from the fork to the last candidate's result (`race_wall_s`).
 
 The issue's case: Manhattan 28x7 at the height of the evening peak (`manhattan_evening_peak`, fork at
-18:00 under the AI), three candidates, a 15-minute horizon, on this machine: the race of `citysignal whatif
-manhattan_evening_peak --at 18:00 --horizon 900 --candidates ai,maxpressure,fixed` with its default of three Ray
-workers, one per candidate. On two cores the three candidates then share the cores from the start and the race ends
-after about half their summed runs; two workers would make the third wait for a free one (the longest path
-two whole runs). Running the city to the fork is set-up (in the service the live twin is already there) and is
+18:00 under the AI), three candidates, a 15-minute horizon, on this machine with two Ray workers: the
+race of `citysignal whatif manhattan_evening_peak --at 18:00 --horizon 900 --candidates ai,maxpressure,fixed
+--workers 2`. Running the city to the fork is set-up (in the service the live twin is already there) and is
 reported apart. Where the race's time goes, per candidate and from the same run: the control layer
 (observe, decide, guard with the signal writes: together `control_s`), SUMO's stepping (`sumo_step_s`),
 and the rest of its `wall_s` (SUMO start, state load, queue records, the trip metrics); what `race_wall_s`
-adds beyond the candidates' own runs is their sharing of the cores and Ray's transfer of the fork.
+adds beyond the candidates' own runs is scheduling (two workers, three candidates: one waits) and Ray's
+transfer of the fork.
 
     .venv/bin/python benchmarks/whatif.py [--scenario manhattan_evening_peak] [--at 18:00:00] [--horizon 900]
-                                          [--candidates ai,maxpressure,fixed] [--workers N]
+                                          [--candidates ai,maxpressure,fixed] [--workers 2]
 """
 
 from __future__ import annotations
@@ -41,16 +40,14 @@ def main() -> None:
     parser.add_argument("--horizon", type=float, default=900.0)
     parser.add_argument("--candidates", default="ai,maxpressure,fixed")
     parser.add_argument("--controller", default="ai")
-    parser.add_argument("--workers", type=int, default=0, help="Ray workers (default: one per candidate)")
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
     args = parser.parse_args()
     sc = resolve(args.scenario)
     at = time_option(args.at, "--at")
     assert at is not None
     started = time.perf_counter()
-    candidates = args.candidates.split(",")
-    workers = args.workers or len(candidates)
-    w = race(sc, at, args.horizon, candidates, args.controller, workers=workers)
+    w = race(sc, at, args.horizon, args.candidates.split(","), args.controller, workers=args.workers)
     total = time.perf_counter() - started
     load = os.getloadavg()[1]  # over the last 5 minutes: the race's share of this machine's CPUs
     lines = [
@@ -75,7 +72,7 @@ def main() -> None:
         f"Python {platform.python_version()}\n"
         f"- command: `python benchmarks/whatif.py {' '.join(sys.argv[1:])}`\n"
         f"- {sc.name}: fork at {at:g} s under {args.controller} ({w.fork.vehicles} vehicles on the lanes), "
-        f"{args.horizon:g} s horizon, {workers} Ray workers; set-up (Ray start, run to the fork) "
+        f"{args.horizon:g} s horizon, {args.workers} Ray workers; set-up (Ray start, run to the fork) "
         f"{total - w.race_wall_s:.1f} s\n"
         f"- target: {TARGET}: **{verdict}** (race_wall_s {w.race_wall_s:.1f} s); the candidates' own runs sum to "
         f"{sum(walls):.1f} s, the longest {walls[0]:.1f} s\n\n" + "\n".join(lines) + "\n"
