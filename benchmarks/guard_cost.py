@@ -22,7 +22,6 @@ import time
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from citysignal.bench.parallel import Job, run_jobs
 from citysignal.bench.report import update_section
 from citysignal.network import load_network
 from citysignal.network.model import Intersection
+from citysignal.network.signals import synthesize_transition
 from citysignal.scenarios import Scenario, resolve
 from citysignal.sumo_home import binary
 from citysignal.twin import DEFAULT_SEED
@@ -72,14 +72,6 @@ PLAIN_VARIANTS = (
     PlainVariant("+ the plan's clearances (the model's transitions)", True, False),
     PlainVariant("+ our pressure (served movements only)", True, True),
 )
-
-
-def _bare_yellow(inter: Intersection, src: int, dst: int) -> tuple[tuple[str, float], ...]:
-    """The anchor's change: signals that lose their green show yellow for the program's yellow time, signals
-    green in both keep theirs, the rest stay red; then `dst`."""
-    before, after = inter.greens[src], inter.greens[dst]
-    state = "".join(("y" if b not in "Gg" else a) if a in "Gg" else "r" for a, b in zip(before, after, strict=True))
-    return ((state, inter.yellow_time),)
 
 
 def _green_pressures(inter: Intersection, halting: dict[str, int], served: bool) -> list[int]:
@@ -131,8 +123,11 @@ def run_plain(scenario: Scenario, seed: int, variant: PlainVariant) -> dict[str,
                     best = int(np.argmax(pressures))
                     if best == green[k]:
                         continue
-                    change = inter.transition if variant.plan_clearance else partial(_bare_yellow, inter)
-                    way = change(green[k], best)
+                    way = (
+                        inter.transition(green[k], best)
+                        if variant.plan_clearance  # the anchor's change: the program's yellow, no all-red
+                        else synthesize_transition(inter.greens[green[k]], inter.greens[best], inter.yellow_time, 0.0)
+                    )
                     pending[k] = [*way, (inter.greens[best], 0.0)]
                     green[k] = best
                     state, duration = pending[k].pop(0)
