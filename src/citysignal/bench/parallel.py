@@ -59,8 +59,13 @@ def run_jobs(
     workers: int = 2,
     address: str | None = None,
     on_done: Callable[[Job, float], None] | None = None,
+    together: bool = False,
 ) -> list[EpisodeResult]:
-    """Results in job order. `on_done(job, fraction)` reports progress within or across jobs."""
+    """Results in job order. `on_done(job, fraction)` reports progress within or across jobs.
+
+    `together`: start every job at once, a local run's `workers` CPUs shared evenly among them (a race:
+    with three jobs on two CPUs none waits for a free one, so the last ends after about 1.5 job times of
+    CPU, not 2); on a cluster each job still asks for one CPU."""
     if address is None and len(jobs) == 1:
         job = jobs[0]
 
@@ -73,21 +78,29 @@ def run_jobs(
         return [result]
     if address is None and workers <= 1:
         return _run_in_fresh_processes(jobs, on_done)
-    return _run_on_ray(jobs, workers, address, on_done)
+    return _run_on_ray(jobs, workers, address, on_done, _cpus_each(len(jobs), workers, address, together))
 
 
 def map_fresh(fn: Callable[..., T], calls: Sequence[tuple[Any, ...]], workers: int = 2,
-              address: str | None = None) -> list[T]:  # fmt: skip
+              address: str | None = None, together: bool = False) -> list[T]:  # fmt: skip
     """`fn(*args)` for each of `calls`, in order, each call in a process of its own (see the module
     docstring): on Ray (local with `workers` CPUs, or the cluster at `address`), or one after another in
-    fresh processes where `workers` is 1. `fn` must be importable by name (a module-level function)."""
+    fresh processes where `workers` is 1. `fn` must be importable by name (a module-level function).
+    `together`: as in `run_jobs`."""
     if address is None and workers <= 1:
         with _one_at_a_time() as pool:
             return [pool.submit(fn, *args).result() for args in calls]
     init_ray(workers, address)
     import ray
 
-    return list(ray.get([_fresh_remote(fn).remote(*args) for args in calls]))
+    remote = _fresh_remote(fn, _cpus_each(len(calls), workers, address, together))
+    return list(ray.get([remote.remote(*args) for args in calls]))
+
+
+def _cpus_each(n_calls: int, workers: int, address: str | None, together: bool) -> float:
+    """The CPUs each call asks for: one, or with `together` on a local Ray an even share of `workers` among
+    the calls (fractional, so that all of them start at once)."""
+    return workers / n_calls if together and address is None and n_calls > workers else 1.0
 
 
 def _one_at_a_time() -> ProcessPoolExecutor:
@@ -95,11 +108,12 @@ def _one_at_a_time() -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1)
 
 
-def _fresh_remote(fn: Callable[..., Any]) -> Any:
-    """`fn` as a Ray task that runs in a fresh worker process each time (the worker exits after one call)."""
+def _fresh_remote(fn: Callable[..., Any], cpus: float = 1.0) -> Any:
+    """`fn` as a Ray task that runs in a fresh worker process each time (the worker exits after one call),
+    asking for `cpus` CPUs (a fraction lets more tasks than CPUs run at once)."""
     import ray
 
-    return ray.remote(num_cpus=1, max_retries=0, max_calls=1)(fn)
+    return ray.remote(num_cpus=cpus, max_retries=0, max_calls=1)(fn)
 
 
 def _run_in_fresh_processes(jobs: Sequence[Job], on_done: Callable[[Job, float], None] | None) -> list[EpisodeResult]:
@@ -113,12 +127,16 @@ def _run_in_fresh_processes(jobs: Sequence[Job], on_done: Callable[[Job, float],
 
 
 def _run_on_ray(
-    jobs: Sequence[Job], workers: int, address: str | None, on_done: Callable[[Job, float], None] | None
+    jobs: Sequence[Job],
+    workers: int,
+    address: str | None,
+    on_done: Callable[[Job, float], None] | None,
+    cpus: float = 1.0,
 ) -> list[EpisodeResult]:
     init_ray(workers, address)
     import ray
 
-    remote = _fresh_remote(_run)
+    remote = _fresh_remote(_run, cpus)
     refs = {remote.remote(j): i for i, j in enumerate(jobs)}
     results: list[EpisodeResult | None] = [None] * len(jobs)
     pending = list(refs)

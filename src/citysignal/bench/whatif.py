@@ -2,7 +2,8 @@
 
 The scenario runs from its begin to T under one controller, through the guard, as in a benchmark; there
 the twin is forked (`bench.episode.Fork`: SUMO's saved state with every vehicle, and the guard's state).
-Every candidate then runs from that fork for the horizon, in parallel on Ray (one SUMO per worker), and
+Every candidate then runs from that fork for the horizon, in parallel on Ray (one SUMO per worker; all
+candidates at once, sharing the CPUs, so none waits for another to finish: `run_jobs(together=True)`), and
 gets the benchmark metrics of its run, computed the same way for every candidate: RESCO delay and waits
 over the vehicles in the twin from T on (those already driving at T included, with the delay they had
 gathered before T, which is the same for every candidate). Rows come best first (lowest RESCO delay).
@@ -133,7 +134,7 @@ def race(
         assert lead.fork is not None
         forked = time.perf_counter()
         jobs = [replace(j, start=lead.fork) for j in jobs]
-        results = run_jobs(jobs, workers=workers, address=address, on_done=on_done)
+        results = run_jobs(jobs, workers=workers, address=address, on_done=on_done, together=True)
         race_wall = time.perf_counter() - forked
     return WhatIf(lead.fork, controller, horizon, rank(candidates, results), race_wall, meso)
 
