@@ -6,9 +6,9 @@ race of `citysignal whatif manhattan_evening_peak --at 18:00 --horizon 900 --can
 --workers 2`. Running the city to the fork is set-up (in the service the live twin is already there) and is
 reported apart. Where the race's time goes, per candidate and from the same run: the control layer
 (observe, decide, guard with the signal writes: together `control_s`), SUMO's stepping (`sumo_step_s`),
-and the rest of its `wall_s` (SUMO start, state load, queue records, the trip metrics); what `race_wall_s`
-adds beyond the candidates' own runs is scheduling (two workers, three candidates: one waits) and Ray's
-transfer of the fork.
+and the rest of its `wall_s` (SUMO start, state load, queue records, the trip metrics). The candidates run
+at once, sharing the CPUs (three candidates on two: each run's `wall_s` counts the time it waited for a core);
+what `race_wall_s` adds beyond the longest run is Ray's transfer of the fork and the start of its workers.
 
     .venv/bin/python benchmarks/whatif.py [--scenario manhattan_evening_peak] [--at 18:00:00] [--horizon 900]
                                           [--candidates ai,maxpressure,fixed] [--workers 2]
@@ -72,8 +72,8 @@ def main() -> None:
         f"Python {platform.python_version()}\n"
         f"- command: `python benchmarks/whatif.py {' '.join(sys.argv[1:])}`\n"
         f"- {sc.name}: fork at {at:g} s under {args.controller} ({w.fork.vehicles} vehicles on the lanes), "
-        f"{args.horizon:g} s horizon, {args.workers} Ray workers; set-up (Ray start, run to the fork) "
-        f"{total - w.race_wall_s:.1f} s\n"
+        f"{args.horizon:g} s horizon, the candidates at once on {args.workers} Ray CPUs; set-up (Ray start, run to "
+        f"the fork) {total - w.race_wall_s:.1f} s\n"
         f"- target: {TARGET}: **{verdict}** (race_wall_s {w.race_wall_s:.1f} s); the candidates' own runs sum to "
         f"{sum(walls):.1f} s, the longest {walls[0]:.1f} s\n\n" + "\n".join(lines) + "\n"
     )
