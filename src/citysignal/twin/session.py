@@ -106,7 +106,11 @@ class Twin:
         self._priority: dict[str, str] = {}  # priority vehicles on the road -> "emergency" or "bus"
         self._api: Any = None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._detector_of: list[str] = []  # per layout lane: its stop-line detector, "" if it has none
+        # ids as object arrays: a read by rows takes its ids with one `take` (a third of a list comprehension's
+        # time, and at city scale a step reads some 10,000 rows several times)
+        self._lane_ids = np.array(layout.lanes, dtype=object)
+        self._box_ids = np.array(layout.box_lanes, dtype=object)
+        self._detector_of = np.zeros(0, dtype=object)  # per layout lane: its stop-line detector, "" if it has none
         self._has_detector = np.zeros(0, dtype=bool)
         self._passed_at = np.zeros(0, dtype=np.int64)  # the lanes with a detector
         self._passed_count = np.zeros(0)  # per layout lane: its detector's count when last read
@@ -174,7 +178,7 @@ class Twin:
         sys.stderr.write(said)  # whatever SUMO said while loading, back where it belongs
         self._api = api
         if "passed" in self.fields:
-            self._detector_of = [""] * len(self.layout.lanes)
+            self._detector_of = np.full(len(self.layout.lanes), "", dtype=object)
             for k in self.layout.incoming_lanes:
                 self._detector_of[k] = f"cs_{k}"
             self._has_detector = np.zeros(len(self.layout.lanes), dtype=bool)
@@ -252,8 +256,7 @@ class Twin:
         """One lane field now, at `rows` (None: all; the rows of `Layout.box_lanes` for `box`, else of
         `Layout.lanes`)."""
         if name == "box":
-            box = self.layout.box_lanes
-            return self._box(box if rows is None else [box[i] for i in rows.tolist()])
+            return self._box(self.layout.box_lanes if rows is None else self._box_ids[rows].tolist())
         if name == "backlog":  # from the feeders and pending vehicles of whole edges: all, then the rows
             backlog = self._backlog()
             return backlog if rows is None else backlog[rows]
@@ -262,7 +265,7 @@ class Twin:
             at = self._passed_at if rows is None else np.flatnonzero(self._has_detector[rows])
             passed[at] = self._passed(at if rows is None else rows[at])
             return passed
-        names = self.layout.lanes if rows is None else [self.layout.lanes[i] for i in rows.tolist()]
+        names = self.layout.lanes if rows is None else self._lane_ids[rows].tolist()
         return _read_all(self._getter("lane", LANE_GETTERS[name]), names)
 
     def _passed(self, lanes: NDArray[np.int64]) -> NDArray[np.float64]:
@@ -279,7 +282,7 @@ class Twin:
         if not settled or interval != self._passed_interval:
             self._passed_clear_at[:] = -np.inf
             self._passed_interval = interval
-        detectors = [self._detector_of[i] for i in lanes.tolist()]
+        detectors = self._detector_of[lanes].tolist()
         count = self._getter("inductionloop", "getIntervalVehicleNumber")
         if not self._detection_times:  # nothing tells which counts moved: read them all
             return _read_all(count, detectors)
@@ -287,7 +290,7 @@ class Twin:
         stale = since <= now - self._passed_clear_at[lanes] + DETECTION_EPS_S  # on it, or left since: read again
         todo = lanes[stale]
         if todo.size:
-            self._passed_count[todo] = _read_all(count, [self._detector_of[i] for i in todo.tolist()])
+            self._passed_count[todo] = _read_all(count, self._detector_of[todo].tolist())
             self._passed_clear_at[todo] = np.where((since[stale] > 0.0) & settled, now, -np.inf)
         return self._passed_count[lanes]
 
