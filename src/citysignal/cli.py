@@ -353,7 +353,9 @@ def whatif(
     ),
     controller: Annotated[str, typer.Option(help="Controller that runs the city up to T.")] = "ai",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per candidate, best first.")] = False,
-    workers: Annotated[int, typer.Option(min=1, max=MAX_WORKERS, help="Parallel SUMO processes (Ray).")] = 3,
+    workers: Annotated[
+        int, typer.Option(min=1, max=MAX_WORKERS, help="CPUs (Ray) the candidates share; all of them run at once.")
+    ] = 3,
     seed: Annotated[int, typer.Option(help="SUMO seed of the run to T and of every candidate.")] = DEFAULT_SEED,
     policy: Annotated[Path | None, typer.Option(help="Weights (.npz) for the ai controller; default: shipped.")] = None,
     address: Annotated[str | None, typer.Option(help="Ray cluster address; default: local Ray.")] = None,
