@@ -10,9 +10,10 @@ service's max-red bound and detector faults, the window's end as the limit. Oper
 mixed controller assignment are not carried into the race: a candidate is one controller for the city.
 
 Off the control loop: each candidate runs in its own spawned process (libsumo: one simulation per
-process, and it holds the GIL for a whole step), at most `workers` at once, at nice `NICE`, so that the
-live twin (in its own process at normal priority) keeps the CPU first on a busy machine and the API
-process only reads pipes. Progress comes from each candidate's run every 10 simulated seconds.
+process, and it holds the GIL for a whole step), all of them at once unless `workers` caps them (they share
+the CPUs, so none waits for another to end: as `citysignal whatif`), at nice `NICE`, so that the live twin
+(in its own process at normal priority) keeps the CPU first on a busy machine and the API process only reads
+pipes. Progress comes from each candidate's run every 10 simulated seconds.
 
 One race at a time (a second is refused with 409 while one runs); the last `KEEP` races stay in memory
 (not across restarts: the audit log keeps who asked and the ranking). A race that fails (a candidate
@@ -112,7 +113,7 @@ class Race:
 class WhatIfRunner:
     def __init__(self, service: Service, workers: int | None = None) -> None:
         self.service = service
-        self.workers = workers or max(1, os.cpu_count() or 1)
+        self.workers = workers  # None: every candidate of a race at once
         self._races: OrderedDict[int, Race] = OrderedDict()
         self._busy = False
         self._lock = threading.Lock()
@@ -209,7 +210,7 @@ class WhatIfRunner:
         return fork, [replace(j, start=fork) for j in jobs]
 
     def _race(self, jobs: list[Job], race: Race) -> list[EpisodeResult]:
-        """Run the jobs in processes, `workers` at a time; their results in job order."""
+        """Run the jobs in processes, `workers` (default: all) at a time; their results in job order."""
         ctx = multiprocessing.get_context("spawn")  # no fork of a threaded server
         waiting = list(enumerate(jobs))
         running: dict[Connection, tuple[int, BaseProcess]] = {}
@@ -218,7 +219,7 @@ class WhatIfRunner:
             while waiting or running:
                 if self._stopping.is_set():
                     raise _RaceFailed("the service is stopping")
-                while waiting and len(running) < self.workers:
+                while waiting and len(running) < (self.workers or len(jobs)):
                     i, job = waiting.pop(0)
                     parent, child = ctx.Pipe(duplex=False)
                     process: BaseProcess = ctx.Process(target=candidate_main, args=(child, job), daemon=True,
