@@ -34,16 +34,7 @@ in its best and 747 s in its last episode):
   2 s rather than Advanced-MP's 10: a green ends about when its queue has cleared, not up to 10 s
   later (the anchor alone on that clock: grid4x4 46.6 s against Advanced-MP's 52.8, cologne8 22.2
   against 23.8, 3 seeds). Deciding every second locked cologne3 until the guard's clearance also
-  waited for vehicles crawling through the box;
-- on a saturated junction a green first runs its "variable initial" (`InitialGreen`, NEMA actuated
-  control's added initial): 2 s per vehicle on the longest queue it found, up to 60 s, before the policy
-  may end it. Without it the AI ended greens as soon as the pressures turned and paid an intergreen each
-  time: arterial4x4 784 s against SOTL's 672, bologna_joined 272 against fixed-time's 219 (its plans'
-  intergreens are 5-10 s). The hold ends early once the green has no queue left that can leave, or a red
-  approach's lane has filled with more vehicles than the green still serves (`InitialGreen.stalled`):
-  a hold that ran on regardless gridlocked ingolstadt21, a net of short links, at two of five seeds
-  (0a13906). Where it breaks: the criteria read halting vehicles only, so a queue that does not halt
-  (crawling) earns no hold.
+  waited for vehicles crawling through the box.
 
 At run time (`AiController`) only the intersections deciding at a step are scored, and the learned part
 runs in float32; a proven bound on its rounding error sends every near tie back to float64 (then, if
@@ -68,11 +59,10 @@ from numpy.typing import NDArray
 
 from citysignal.control.adaptive import reach_fraction
 from citysignal.control.base import Controller
-from citysignal.control.pressure import FULL_FRACTION, spillback
+from citysignal.control.pressure import spillback
 from citysignal.errors import UserError
 from citysignal.network.layout import Layout, served_by_every_green
-from citysignal.twin.faults import lane_capacity
-from citysignal.twin.observation import JAM_SPACING_M, Observation, ProgramPosition
+from citysignal.twin.observation import Observation, ProgramPosition
 
 FloatArray = NDArray[np.float64]
 FloatT = TypeVar("FloatT", np.float32, np.float64)
@@ -89,9 +79,6 @@ ORDER_TIE = 1e-3
 ANCHOR_DECIMALS = 6
 MIN_GREEN_S = 10.0  # the policy leaves a green alone this long (the guard's min green may be shorter)
 DECISION_INTERVAL_S = 2.0  # then it decides every this many seconds, each intersection on its own clock
-INITIAL_PER_VEHICLE_S = 2.0  # a saturated junction's green runs this long per vehicle it found queued
-INITIAL_CAP_S = 60.0
-SATURATED = 0.1  # the share of its jam capacity a junction's incoming lanes hold halting to count as saturated
 REACH_M = 167.0  # Advanced-MP's detection range for vehicles approaching a green
 TIME_SCALE = 60.0
 CHUNK_ROWS = 2048  # movements per pass through the two movement layers: their activations stay in cache
@@ -527,119 +514,17 @@ def ready(obs: Observation) -> NDArray[np.bool_]:
     return np.asarray((obs.phase >= 0) & (obs.time_in_phase >= MIN_GREEN_S))
 
 
-class InitialGreen:
-    """NEMA actuated control's "variable initial" (added initial) on a saturated junction: a green runs at
-    least `per_vehicle` seconds for each vehicle that stood on the longest lane queue it serves when it began
-    (`MIN_GREEN_S` at least, `cap` at most), so the queue that earned it can leave before the next
-    decision may end it. Each change costs an intergreen (5-10 s on real plans), and a policy that ends a
-    green the moment the pressures turn pays it too often where queues are long. Only where the
-    junction's incoming lanes held at least `saturated` of their jam capacity in halting vehicles at the
-    start: below that, vehicles arrive about as fast as they leave, and a long hold would only keep
-    arrivals on other approaches waiting. Assumes a queue discharges at about one vehicle per 2 s (a
-    saturation flow of 1,800 veh/h per lane) and that the lanes are counted by their halting vehicles.
-
-    Only what can leave earns time: a movement's queue counts up to the room left on its exit lane, and a
-    hold ends early (`stalled`) once the green has no queue left that can leave (none, or every exit
-    full: spill-back), or once a red approach's lane has filled with more halting vehicles than the
-    longest queue the green can still discharge: that lane's queue is about to block the junction
-    upstream, or the entry behind it. Without that, on nets of short links (ingolstadt21) long holds
-    kept entries red until the city locked (two of five seeds, 0a13906)."""
-
-    def __init__(
-        self,
-        layout: Layout,
-        per_vehicle: float = INITIAL_PER_VEHICLE_S,
-        cap: float = INITIAL_CAP_S,
-        saturated: float = SATURATED,
-    ) -> None:
-        self.layout = layout
-        self.per_vehicle = per_vehicle
-        self.cap = cap
-        self.saturated = saturated
-        self._room = lane_capacity(layout)
-        owner, lane = np.divmod(np.unique(layout.mov_int * len(layout.lanes) + layout.mov_in), len(layout.lanes))
-        self._owner, self._in_lane = owner, lane  # each intersection's incoming lanes, once
-        self._capacity = np.bincount(owner, weights=lane_capacity(layout)[lane], minlength=layout.n_intersections)
-
-    def seconds(self, obs: Observation, starting: NDArray[np.bool_]) -> FloatArray:
-        """Per intersection, how long its green runs at least (only those `starting` a green are computed)."""
-        lay = self.layout
-        hold = np.full(lay.n_intersections, MIN_GREEN_S)
-        if self.per_vehicle <= 0.0 or not starting.any():
-            return hold
-        halting = obs.lane("halting")
-        greens, rows = self._serving(obs, starting)
-        movs = lay.serve_mov[rows]
-        room = np.maximum(self._room[lay.mov_out[movs]] - halting[lay.mov_out[movs]], 0.0)
-        queue = np.zeros(lay.n_greens)
-        np.maximum.at(queue, lay.serve_green[rows], np.minimum(halting[lay.mov_in[movs]], room))
-        share = lay.queue_per_intersection(halting) / np.maximum(self._capacity, 1.0)
-        wanted = np.clip(self.per_vehicle * queue[greens], MIN_GREEN_S, max(self.cap, MIN_GREEN_S))
-        hold[starting] = np.where(share[starting] >= self.saturated, wanted, MIN_GREEN_S)
-        return hold
-
-    def stalled(self, obs: Observation, held: NDArray[np.bool_]) -> NDArray[np.bool_]:
-        """Of the intersections `held` in their initial green, those whose hold should end now: no queue
-        the green serves can leave (none left, or its exits full), or a red approach's full lane holds
-        more halting vehicles than the longest queue that can still leave (counted up to its exit's room)."""
-        lay = self.layout
-        halting = obs.lane("halting")
-        greens, rows = self._serving(obs, held)
-        movs = lay.serve_mov[rows]
-        room = np.maximum(self._room[lay.mov_out[movs]] - halting[lay.mov_out[movs]], 0.0)
-        movable = np.where(spillback(lay, halting, movs), 0.0, np.minimum(halting[lay.mov_in[movs]], room))
-        left = np.zeros(lay.n_greens)  # per green: the longest queue it still serves that can leave
-        np.maximum.at(left, lay.serve_green[rows], movable)
-        # a red approach whose lane has filled, with more vehicles than the hold still serves
-        on_green = np.zeros(len(lay.lanes), dtype=bool)
-        on_green[lay.mov_in[movs]] = True
-        lanes = self._in_lane
-        full = halting[lanes] * JAM_SPACING_M >= FULL_FRACTION * np.maximum(lay.lane_length[lanes], JAM_SPACING_M)
-        waiting = np.zeros(lay.n_intersections)
-        np.maximum.at(waiting, self._owner, np.where(full & ~on_green[lanes], halting[lanes], 0.0))
-        out = np.zeros(lay.n_intersections, dtype=bool)
-        out[held] = (left[greens] <= 0.0) | (waiting[held] > left[greens])
-        return out
-
-    def _serving(self, obs: Observation, which: NDArray[np.bool_]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-        """The current green of each intersection in `which`, and the rows of `Layout.serve_mov` it serves."""
-        lay = self.layout
-        greens = lay.green_start[which] + obs.phase[which]
-        on = np.zeros(lay.n_greens, dtype=bool)
-        on[greens] = True
-        return greens, np.flatnonzero(on[lay.serve_green])
-
-
 class DecisionClock:
-    """When each intersection decides: once it is `ready` and its green has run the `initial` green
-    (`InitialGreen`; `MIN_GREEN_S` without one), and then every `interval` seconds while it stays in the
-    same green, each on its own clock (Advanced-MP's without `initial`). The run-time controller and
-    training (`learn.core.CityCore`) share it, so the policy learns at the moments it will decide."""
+    """When each intersection decides: once it is `ready`, and then every `interval` seconds while it stays
+    in the same green, each on its own clock (Advanced-MP's). The run-time controller and training
+    (`learn.core.CityCore`) share it, so the policy learns at the moments it will decide."""
 
-    def __init__(
-        self, n_intersections: int, interval: float = DECISION_INTERVAL_S, initial: InitialGreen | None = None
-    ) -> None:
+    def __init__(self, n_intersections: int, interval: float = DECISION_INTERVAL_S) -> None:
         self.interval = interval
-        self.initial = initial
         self.last = np.full(n_intersections, -np.inf)
-        self.began = np.full(n_intersections, np.nan)  # when the green seen last began
-        self.hold = np.full(n_intersections, MIN_GREEN_S)  # how long it runs before its first decision
 
     def due(self, obs: Observation) -> NDArray[np.bool_]:
-        green = obs.phase >= 0
-        began = obs.time - obs.time_in_phase
-        starting = green & (began != self.began)
-        if starting.any():
-            self.began[starting] = began[starting]
-            if self.initial is not None:
-                self.hold[starting] = self.initial.seconds(obs, starting)[starting]
-        due = ready(obs) & (obs.time - self.last >= self.interval)
-        held = due & (obs.time_in_phase < self.hold)
-        if self.initial is not None and held.any():
-            stalled = self.initial.stalled(obs, held)
-            self.hold[stalled] = MIN_GREEN_S  # its queue has left, or cannot: the policy decides again
-            held &= ~stalled
-        return due & ~held
+        return ready(obs) & (obs.time - self.last >= self.interval)
 
     def mark(self, deciding: NDArray[np.bool_], now: float) -> None:
         self.last[deciding] = now
@@ -699,9 +584,8 @@ def deployed_choice(
 class AiController(Controller):
     """The shipped learned policy as a controller (the model and its safeguards: the module docstring).
 
-    An intersection decides when its `DecisionClock` is due (a green that has run its initial green, then
-    every `interval` seconds; `InitialGreen` with `initial_per_vehicle` seconds per queued vehicle, 0 for
-    `MIN_GREEN_S` alone, Advanced-MP's clock); the others hold. A deciding intersection gets the policy's
+    An intersection decides when its `DecisionClock` is due (a green that has run `MIN_GREEN_S`, then every
+    `interval` seconds); the others hold. A deciding intersection gets the policy's
     best green inside the trust region around Advanced-MP (`trust`), or Advanced-MP's own choice where a
     movement's features leave the training range by more than `ood_factor`: `deployed_choice`, the rule
     training validates with. Weights come from `policy` (a `.npz` from `learn.export`; default: the shipped
@@ -725,7 +609,6 @@ class AiController(Controller):
         interval: float = DECISION_INTERVAL_S,
         ood_factor: float = OOD_FACTOR,
         trust: float = TRUST,
-        initial_per_vehicle: float = INITIAL_PER_VEHICLE_S,
     ) -> None:
         super().__init__()
         self.policy_path = policy or default_policy_path()
@@ -733,7 +616,6 @@ class AiController(Controller):
         self.interval = interval
         self.ood_factor = ood_factor
         self.trust = trust
-        self.initial_per_vehicle = initial_per_vehicle
 
     def reset(self, layout: Layout, position: ProgramPosition, seed: int = 0) -> None:
         super().reset(layout, position, seed)
@@ -747,8 +629,7 @@ class AiController(Controller):
         self.counts = {"decisions": 0, "fallback": 0, "overruled": 0}
         self.rechecks = {"float64": 0, "reference": 0}  # intersections scored again (see the class docstring)
         self._last_obs: Observation | None = None
-        initial = InitialGreen(layout, self.initial_per_vehicle)
-        self.clock = DecisionClock(layout.n_intersections, self.interval, initial)
+        self.clock = DecisionClock(layout.n_intersections, self.interval)
 
     def prefetch(self, obs: Observation) -> None:
         """The inputs of the intersections due to decide, read by rows (`Observation.at`)."""
@@ -846,8 +727,7 @@ class AiController(Controller):
             return "AI: no decision yet"
         if not self.deciding[k]:
             return (f"AI held the signal at its last decision (t = {obs.time:.0f} s): a change was under way or "
-                    f"the green had not yet run its initial {self.clock.hold[k]:.0f} s (at least "
-                    f"{MIN_GREEN_S:.0f} s, longer for the queue a saturated junction found when it began)")  # fmt: skip
+                    f"the green had run less than {MIN_GREEN_S:.0f} s")  # fmt: skip
         start, n = int(lay.green_start[k]), len(lay.intersections[k].greens)
         chosen = int(self.request[k])
         scores = self.scores[start : start + n]
