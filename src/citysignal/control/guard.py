@@ -121,6 +121,7 @@ class _Look:
     green: NDArray[np.bool_]
     major: NDArray[np.bool_]
     clearing: NDArray[np.bool_]  # yellow that clears a lost green (`CLEARANCE_YELLOW`)
+    steady: NDArray[np.bool_]  # not `clearing`
     clears: bool  # some signal shows it: most states (greens, all-red) do not, and skip the yellow bookkeeping
     all_red: bool
 
@@ -128,7 +129,7 @@ class _Look:
     def of(cls, state: str) -> _Look:
         clearing = np.fromiter((c in CLEARANCE_YELLOW for c in state), dtype=bool, count=len(state))
         green, major = signals.green_mask(state), signals.major_mask(state)
-        return cls(green, major, clearing, bool(clearing.any()), _all_red(state))
+        return cls(green, major, clearing, ~clearing, bool(clearing.any()), _all_red(state))
 
 
 def _to_yellow(state: str) -> str:
@@ -203,6 +204,9 @@ class SafetyGuard:
         ]
         self._checked: dict[tuple[int, str, str], list[str]] = {}
         self._looks: dict[str, _Look] = {}
+        # per (state shown, state next): the signals whose clearing yellow the next state ends (local indices)
+        self._leaving: dict[tuple[str, str], NDArray[np.int64]] = {}
+        self._start: list[int] = layout.signal_start.tolist()  # a Python int slices faster than a NumPy one
         self._unsafe = np.array(
             [bool(signals.conflicting_pairs(g, i.hard_conflict)) for i in layout.intersections for g in i.greens],
             dtype=bool,
@@ -291,8 +295,8 @@ class SafetyGuard:
         writes: dict[int, str] = {}
         due = np.flatnonzero(self.step_until <= now)
         self._box_now = self._boxes(due)
-        for k in due:
-            self._advance(int(k), now, writes)
+        for k in due.tolist():
+            self._advance(k, now, writes)
         self._box_now = {}
 
         requests = np.where(requests == HOLD, self.pending, requests)
@@ -463,12 +467,18 @@ class SafetyGuard:
 
     def _floor_wait(self, k: int, state: str, now: float) -> float:
         """Seconds the shown state must still stay before `state` may follow it (<= 0: none)."""
-        shown, after = self._look(self.shown[k]), self._look(state)
+        before = self.shown[k]
+        shown, after = self._look(before), self._look(state)
         wait = 0.0
         if shown.clears:  # only a yellow showing now can be left too early
-            n = min(len(shown.clearing), len(after.clearing))
-            leaving = np.flatnonzero(shown.clearing[:n] & ~after.clearing[:n]) + int(self.layout.signal_start[k])
-            wait = float(self._yellow_since[leaving].max()) + self.yellow_floor[k] - now if leaving.size else 0.0
+            leaving = self._leaving.get((before, state))
+            if leaving is None:
+                n = min(len(shown.clearing), len(after.clearing))
+                leaving = self._leaving[before, state] = np.flatnonzero(shown.clearing[:n] & ~after.clearing[:n])
+            if leaving.size:
+                start = self._start[k]
+                since = self._yellow_since[start : start + len(before)]
+                wait = float(since[leaving].max()) + self.yellow_floor[k] - now
         if shown.all_red and not after.all_red:
             wait = max(wait, float(self._all_red_from[k] + self.all_red_floor[k] - now))
         return wait
@@ -540,8 +550,9 @@ class SafetyGuard:
                 self.stats.violations += 1
                 if len(self.stats.violation_log) < 100:
                     self.stats.violation_log.append(f"{self.layout.ids[k]}: {'; '.join(problems)}")
+        before = self.shown[k]
         self.shown[k] = state
-        start = self.layout.signal_start[k]
+        start = self._start[k]
         look = self._look(state)
         served = self._served_by[k].get(state)
         if served is None:  # a transition or a foreign state: it serves what it shows major
@@ -549,12 +560,16 @@ class SafetyGuard:
         end = start + len(state)
         self._shown_served[start:end] = served
         self._shown_green[start:end] = look.green
-        if look.clears:
-            was = self._yellow_since[start:end]
-            self._yellow_since[start:end] = np.where(look.clearing, np.minimum(was, now), np.inf)
-        else:
+        if look.clears:  # a clearing yellow keeps the time it began
+            yellow_since = self._yellow_since[start:end]  # a view: updated in place
+            yellow_since[look.steady] = np.inf
+            np.minimum(yellow_since, now, out=yellow_since, where=look.clearing)
+        elif self._look(before).clears or len(before) != len(state):  # else no yellow shows there already
             self._yellow_since[start:end] = np.inf
-        self._all_red_from[k] = min(self._all_red_from[k], now) if look.all_red else np.inf
+        if not look.all_red:
+            self._all_red_from[k] = np.inf
+        elif now < self._all_red_from[k]:
+            self._all_red_from[k] = now
 
     def _problems(self, k: int, before: str, after: str) -> list[str]:
         key = (k, before, after)
