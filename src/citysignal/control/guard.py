@@ -295,8 +295,8 @@ class SafetyGuard:
         writes: dict[int, str] = {}
         due = np.flatnonzero(self.step_until <= now)
         self._box_now = self._boxes(due)
-        for k in due.tolist():
-            self._advance(k, now, writes)
+        for j in due.tolist():
+            self._advance(j, now, writes)
         self._box_now = {}
 
         requests = np.where(requests == HOLD, self.pending, requests)
