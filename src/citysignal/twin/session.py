@@ -295,11 +295,16 @@ class Twin:
         return self._passed_count[lanes]
 
     def _getter(self, domain: str, name: str) -> Callable[[str], Any]:
-        """libsumo's getter without its Python wrapper (the binding itself, about a third faster per call,
-        measured) where this libsumo has one, else the public getter (TraCI under sumo-gui)."""
-        raw = getattr(getattr(self._api, "_libsumo", None), f"{domain}_{name}", None)
-        getter: Callable[[str], Any] = raw if callable(raw) else getattr(getattr(self._api, domain), name)
+        """libsumo's getter without its Python wrapper (`_binding`)."""
+        getter: Callable[[str], Any] = self._binding(domain, name)
         return getter
+
+    def _binding(self, domain: str, name: str) -> Callable[..., Any]:
+        """libsumo's function without its Python wrapper (the binding itself, about a third faster per call,
+        measured) where this libsumo has one, else the public function (TraCI under sumo-gui)."""
+        raw = getattr(getattr(self._api, "_libsumo", None), f"{domain}_{name}", None)
+        function: Callable[..., Any] = raw if callable(raw) else getattr(getattr(self._api, domain), name)
+        return function
 
     def _box(self, lanes: Sequence[str]) -> NDArray[np.float64]:
         """Vehicles inside each of these box lanes that have not yet cleared it: all of them while they move
@@ -379,7 +384,7 @@ class Twin:
 
     def write(self, changes: dict[int, str]) -> None:
         """Show new signal states; only the safety guard calls this."""
-        set_state = self._api.trafficlight.setRedYellowGreenState
+        set_state = self._binding("trafficlight", "setRedYellowGreenState")
         for k, state in changes.items():
             set_state(self.layout.ids[k], state)
 
