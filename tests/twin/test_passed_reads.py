@@ -33,7 +33,7 @@ def test_cached_counts_equal_fresh_reads(monkeypatch: pytest.MonkeyPatch, period
     most = 0.0
     saved: bytes | None = None
     with Twin(scenario, layout, fields=frozenset({"halting", "passed"}), defer=frozenset({"passed"})) as twin:
-        getter = twin._getter
+        getter = twin._binding
 
         def counting(domain: str, name: str) -> Callable[[str], Any]:
             fn = getter(domain, name)
@@ -46,7 +46,7 @@ def test_cached_counts_equal_fresh_reads(monkeypatch: pytest.MonkeyPatch, period
 
             return read
 
-        monkeypatch.setattr(twin, "_getter", counting)
+        monkeypatch.setattr(twin, "_binding", counting)
         fresh_count = twin._api.inductionloop.getIntervalVehicleNumber
         last = np.zeros(lanes)
         step = 0

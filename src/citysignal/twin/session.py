@@ -194,7 +194,7 @@ class Twin:
         detectors count vehicles but refuse it ("Induction loop ... is not known", SUMO 1.28)."""
         if not self._passed_at.size:
             return False
-        probe = self._getter("inductionloop", "getTimeSinceDetection")
+        probe = self._binding("inductionloop", "getTimeSinceDetection")
         try:
             probe(self._detector_of[int(self._passed_at[0])])
         except self._api.TraCIException:
@@ -266,7 +266,7 @@ class Twin:
             passed[at] = self._passed(at if rows is None else rows[at])
             return passed
         names = self.layout.lanes if rows is None else self._lane_ids[rows].tolist()
-        return _read_all(self._getter("lane", LANE_GETTERS[name]), names)
+        return _read_all(self._binding("lane", LANE_GETTERS[name]), names)
 
     def _passed(self, lanes: NDArray[np.int64]) -> NDArray[np.float64]:
         """The stop-line counts of these lanes (each with a detector), as SUMO's `getIntervalVehicleNumber`
@@ -283,21 +283,16 @@ class Twin:
             self._passed_clear_at[:] = -np.inf
             self._passed_interval = interval
         detectors = self._detector_of[lanes].tolist()
-        count = self._getter("inductionloop", "getIntervalVehicleNumber")
+        count = self._binding("inductionloop", "getIntervalVehicleNumber")
         if not self._detection_times:  # nothing tells which counts moved: read them all
             return _read_all(count, detectors)
-        since = _read_all(self._getter("inductionloop", "getTimeSinceDetection"), detectors)
+        since = _read_all(self._binding("inductionloop", "getTimeSinceDetection"), detectors)
         stale = since <= now - self._passed_clear_at[lanes] + DETECTION_EPS_S  # on it, or left since: read again
         todo = lanes[stale]
         if todo.size:
             self._passed_count[todo] = _read_all(count, self._detector_of[todo].tolist())
             self._passed_clear_at[todo] = np.where((since[stale] > 0.0) & settled, now, -np.inf)
         return self._passed_count[lanes]
-
-    def _getter(self, domain: str, name: str) -> Callable[[str], Any]:
-        """libsumo's getter without its Python wrapper (`_binding`)."""
-        getter: Callable[[str], Any] = self._binding(domain, name)
-        return getter
 
     def _binding(self, domain: str, name: str) -> Callable[..., Any]:
         """libsumo's function without its Python wrapper (the binding itself, about a third faster per call,
@@ -310,8 +305,8 @@ class Twin:
         """Vehicles inside each of these box lanes that have not yet cleared it: all of them while they move
         slower than `BOX_CLEAR_SPEED_MS` on average (a left-turner that just found its gap is still in the way
         of the next green), none while they pass at speed."""
-        count = _read_all(self._getter("lane", "getLastStepVehicleNumber"), lanes)
-        speed = self._getter("lane", "getLastStepMeanSpeed")
+        count = _read_all(self._binding("lane", "getLastStepVehicleNumber"), lanes)
+        speed = self._binding("lane", "getLastStepMeanSpeed")
         for i in np.flatnonzero(count).tolist():
             if speed(lanes[i]) >= BOX_CLEAR_SPEED_MS:
                 count[i] = 0.0
@@ -347,7 +342,7 @@ class Twin:
 
     def _backlog(self) -> NDArray[np.float64]:
         layout = self.layout
-        feeders = _read_all(self._getter("lane", "getLastStepHaltingNumber"), layout.feed_lanes)
+        feeders = _read_all(self._binding("lane", "getLastStepHaltingNumber"), layout.feed_lanes)
         own = np.zeros(len(layout.lanes))
         for edge, waiting in self._pending_by_edge().items():
             for on_layout, rows in self._rows_by_edge.get(edge, []):
@@ -360,7 +355,7 @@ class Twin:
         it waits on; a route given a later `departEdge` is not supported), else each edge for its queue."""
         pending = self._api.simulation.getPendingVehicles()
         if len(pending) < len(self._rows_by_edge):
-            route = self._getter("vehicle", "getRoute")
+            route = self._binding("vehicle", "getRoute")
             return Counter(route(v)[0] for v in pending)
         get = self._api.edge.getPendingVehicles
         return Counter({edge: len(get(edge)) for edge in self._rows_by_edge})
