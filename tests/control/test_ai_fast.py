@@ -13,6 +13,8 @@ from bundled import BUNDLED, bundled_layout, bundled_scenario
 
 from citysignal.control.ai import (
     F32_UNIT,
+    F64_UNIT,
+    MOVEMENT_FEATURES,
     AiController,
     CityIndex,
     Deployed,
@@ -186,6 +188,19 @@ def test_float32_scores_stay_within_their_bound() -> None:
         assert 0.0 < error <= bound, (name, error, bound)
 
 
+def test_the_error_bound_grows_with_every_input_cap() -> None:
+    """The controller rounds the caps up and reuses the bound (`AiController._error_bounds`): valid only if a
+    larger cap never gives a smaller bound."""
+    params, _ = load_policy(default_policy_path())
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        cap = rng.uniform(0.0, 5.0, MOVEMENT_FEATURES)
+        larger = cap + rng.uniform(0.0, 1.0, MOVEMENT_FEATURES) * (rng.random(MOVEMENT_FEATURES) < 0.5)
+        for unit in (F32_UNIT, F64_UNIT):
+            assert head_error_bound(params, larger, 4, unit) >= head_error_bound(params, cap, 4, unit)
+        assert head_error_bound(params, cap, 5, F32_UNIT) >= head_error_bound(params, cap, 4, F32_UNIT)
+
+
 def test_a_subset_scores_as_the_whole_city() -> None:
     params, _ = load_policy(default_policy_path())
     layout = bundled_layout("cologne8")
@@ -197,6 +212,8 @@ def test_a_subset_scores_as_the_whole_city() -> None:
     assert sub.n_intersections == chosen.sum() and np.array_equal(
         np.unique(layout.mov_int[movs]), np.flatnonzero(chosen)
     )
+    fresh = replace(sub, served_always=None)
+    assert fresh.served_always is None and np.array_equal(sub.always_served, fresh.always_served)
     whole, _ = forward(params, index, mov, green)
     part, _ = forward(params, sub, mov[movs], green[greens])
     np.testing.assert_allclose(part, whole[greens], rtol=1e-12)

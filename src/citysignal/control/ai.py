@@ -81,6 +81,7 @@ MIN_GREEN_S = 10.0  # the policy leaves a green alone this long (the guard's min
 DECISION_INTERVAL_S = 2.0  # then it decides every this many seconds, each intersection on its own clock
 REACH_M = 167.0  # Advanced-MP's detection range for vehicles approaching a green
 TIME_SCALE = 60.0
+BOUND_FLOOR = 2.0**-6  # the smallest input cap the error bound is worked out for (`_error_bounds`)
 CHUNK_ROWS = 2048  # movements per pass through the two movement layers: their activations stay in cache
 PARAM_NAMES = ("w1", "b1", "w2", "b2", "w3", "b3", "w4", "b4", "alpha", "wv1", "bv1", "wv2", "bv2")
 
@@ -108,8 +109,9 @@ class CityIndex:
     n_intersections: int
     mov_int: NDArray[np.int64]  # intersection of each movement
     local: NDArray[np.int64]  # each green's index within its intersection
-    # `served_by_count` where known already (a subset takes its city's, filtered)
+    # `served_by_count` and `always_served` where known already (a subset takes its city's, filtered)
     groups: list[tuple[NDArray[np.int64], NDArray[np.int64]]] | None = field(default=None, repr=False, compare=False)
+    served_always: NDArray[np.bool_] | None = field(default=None, repr=False, compare=False)
 
     @cached_property
     def _segments(self) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
@@ -130,6 +132,8 @@ class CityIndex:
     @cached_property
     def always_served(self) -> NDArray[np.bool_]:
         """Per movement: whether every green of its intersection serves it (no reason to keep a green)."""
+        if self.served_always is not None:
+            return self.served_always
         return served_by_every_green(self.serve_mov, self.green_int, self.mov_int, self.n_intersections)
 
     @cached_property
@@ -198,6 +202,7 @@ class CityIndex:
             new_int[self.mov_int[movs]],
             self.local[greens],
             groups,
+            self.always_served[movs],  # a subset keeps whole intersections: every green of each
         )
         return sub, movs, greens
 
@@ -629,6 +634,7 @@ class AiController(Controller):
         self.counts = {"decisions": 0, "fallback": 0, "overruled": 0}
         self.rechecks = {"float64": 0, "reference": 0}  # intersections scored again (see the class docstring)
         self._last_obs: Observation | None = None
+        self._bound_cache: dict[tuple[int, ...], tuple[float, float]] = {}
         self.clock = DecisionClock(layout.n_intersections, self.interval)
 
     def prefetch(self, obs: Observation) -> None:
@@ -690,8 +696,7 @@ class AiController(Controller):
             cap = np.minimum([mov[:, j].max(initial=0.0) for j in range(mov.shape[1])], in_range)
         else:
             cap = _feature_caps(clean[~rule.fallback[index.mov_int]])
-        bound = head_error_bound(self.params, cap, index.most_served, F32_UNIT)
-        bound64 = head_error_bound(self.params, cap, index.most_served, F64_UNIT)
+        bound, bound64 = self._error_bounds(cap, index.most_served)
         unsure = ~rule.fallback & _close_call(index, scores, rule.allowed, bound + bound64)
         if not unsure.any():
             return rule, scores
@@ -706,6 +711,19 @@ class AiController(Controller):
         choice, overruled = rule.choice.copy(), rule.overruled.copy()
         choice[unsure], overruled[unsure] = again.choice, again.overruled
         return Deployed(choice, rule.fallback, overruled, rule.allowed), scores
+
+    def _error_bounds(self, cap: FloatArray, most_served: int) -> tuple[float, float]:
+        """`head_error_bound` in float32 and in float64 for inputs up to `cap`, each cap raised to a power of
+        two first (at least `BOUND_FLOOR`): the bound grows with every cap, so it holds for the inputs below,
+        at most about twice as loose (a few more near ties re-scored), and the raised caps repeat from step to
+        step, so each is worked out once per run."""
+        _, exponent = np.frexp(np.maximum(cap, BOUND_FLOOR))  # cap = m 2^e with 0.5 <= m < 1, exactly: 2^e >= cap
+        key = (most_served, *exponent.tolist())
+        if key not in self._bound_cache:
+            raised = np.ldexp(1.0, exponent)
+            self._bound_cache[key] = (head_error_bound(self.params, raised, most_served, F32_UNIT),
+                                      head_error_bound(self.params, raised, most_served, F64_UNIT))  # fmt: skip
+        return self._bound_cache[key]
 
     def reference(self, obs: Observation) -> tuple[Deployed, FloatArray]:
         """The rule and scores of every intersection (ready or not) by the float64 full-city pass, which
