@@ -81,7 +81,7 @@ MIN_GREEN_S = 10.0  # the policy leaves a green alone this long (the guard's min
 DECISION_INTERVAL_S = 2.0  # then it decides every this many seconds, each intersection on its own clock
 REACH_M = 167.0  # Advanced-MP's detection range for vehicles approaching a green
 TIME_SCALE = 60.0
-BOUND_FLOOR = 2.0**-6  # the smallest input cap the error bound is worked out for (`_error_bounds`)
+BOUND_FLOOR = 0.25  # the smallest input cap the error bound is worked out for (`_error_bounds`)
 CHUNK_ROWS = 2048  # movements per pass through the two movement layers: their activations stay in cache
 PARAM_NAMES = ("w1", "b1", "w2", "b2", "w3", "b3", "w4", "b4", "alpha", "wv1", "bv1", "wv2", "bv2")
 
