@@ -58,13 +58,11 @@ class Deferred:
     def rows(self, name: str, rows: NDArray[np.int64]) -> NDArray[np.float64]:
         """The field at these rows (repeats allowed), each row read once, where not read yet."""
         values, known = self._memo(name)
-        todo = rows[~known[rows]]
-        if 8 * len(todo) < len(known):  # a few rows (a junction's box): sorting them is cheapest
-            todo = np.unique(todo)
-        else:  # many (the AI's inputs): a mask over the field, no sort
-            missing = np.zeros(len(known), dtype=bool)
-            missing[todo] = True
-            todo = np.flatnonzero(missing)
+        # each row once, in order: a mask over the field, not `np.unique` (numpy 2's hashing unique took
+        # 0.7 ms for 2,000 of 20,400 rows, the mask 0.08 ms; for 10 rows 42 against 21 us)
+        missing = np.zeros(len(known), dtype=bool)
+        missing[rows[~known[rows]]] = True
+        todo = np.flatnonzero(missing)
         if len(todo):
             self._check(name)
             values[todo] = self._read(name, todo)
