@@ -226,10 +226,11 @@ def main() -> None:
             f"| {m['wall_ratio']:.3f} | {m['peak_rss_mb']:.0f} | {m['queued']:.0f} | {m['load']:.1f} "
             f"| {m['violations']} | {m['counters']} |"
         )
+    niced = f"nice -n {os.nice(0)} " if os.nice(0) else ""  # as it ran
     body = (
         f"{SECTION}\n\n- date: {dt.date.today().isoformat()}; machine: {platform.machine()}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}\n"
-        f"- command: `nice -n 10 python benchmarks/scale.py {' '.join(sys.argv[1:])}`\n"
+        f"- command: `{niced}python benchmarks/scale.py {' '.join(sys.argv[1:])}`\n"
         f"- cities: Manhattan 28x7 (bundled demand, from its begin) and `grid_city` n x n signalized grids, 2 lanes "
         f"per direction, random demand (40 trips/h/km, from {GRID_BEGIN_S:g} s); each run fills the empty city for "
         f"{args.warmup:g} s, then measures {args.seconds:g} s; one process per run, pinned to one core, one BLAS "
