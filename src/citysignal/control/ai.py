@@ -714,9 +714,9 @@ class AiController(Controller):
 
     def _error_bounds(self, cap: FloatArray, most_served: int) -> tuple[float, float]:
         """`head_error_bound` in float32 and in float64 for inputs up to `cap`, each cap raised to a power of
-        two first (at least `BOUND_FLOOR`): the bound grows with every cap, so it holds for the inputs below,
-        at most about twice as loose (a few more near ties re-scored), and the raised caps repeat from step to
-        step, so each is worked out once per run."""
+        two first (at least `BOUND_FLOOR`): the bound grows with every cap, so it holds for the inputs below;
+        looser (up to twice the cap, more below the floor: a few more near ties re-scored), and the raised caps
+        repeat from step to step, so each is worked out once per run."""
         _, exponent = np.frexp(np.maximum(cap, BOUND_FLOOR))  # cap = m 2^e with 0.5 <= m < 1, exactly: 2^e >= cap
         key = (most_served, *exponent.tolist())
         if key not in self._bound_cache:
