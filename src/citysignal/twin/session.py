@@ -118,6 +118,7 @@ class Twin:
         self._passed_origin = scenario.begin  # where the detectors' intervals (`DETECTOR_PERIOD_S`) count from
         self._passed_interval = -1.0  # the interval the remembered counts were read in
         self._detection_times = False  # whether SUMO gives the detectors' time since detection (not in meso)
+        self._entry_edge: dict[str, str] = {}  # per vehicle pending insertion: the edge it waits on
 
     # lifecycle -----------------------------------------------------------------------------
     def _command(self, tmp: Path) -> list[str]:
@@ -355,8 +356,11 @@ class Twin:
         it waits on; a route given a later `departEdge` is not supported), else each edge for its queue."""
         pending = self._api.simulation.getPendingVehicles()
         if len(pending) < len(self._rows_by_edge):
-            route = self._binding("vehicle", "getRoute")
-            return Counter(route(v)[0] for v in pending)
+            # a vehicle waits on the same edge until inserted: its route is asked once, not every step
+            known, route = self._entry_edge, self._binding("vehicle", "getRoute")
+            self._entry_edge = {v: known[v] if v in known else route(v)[0] for v in pending}
+            return Counter(self._entry_edge.values())
+        self._entry_edge = {}
         get = self._api.edge.getPendingVehicles
         return Counter({edge: len(get(edge)) for edge in self._rows_by_edge})
 
@@ -404,6 +408,7 @@ class Twin:
         path.write_bytes(state)
         loaded_at = self.time
         self._api.simulation.loadState(str(path))
+        self._entry_edge = {}
         # SUMO closes the detectors' running interval where the state is loaded, and clears their counts
         self._passed_origin = loaded_at
         self._passed_clear_at[:] = -np.inf
