@@ -220,3 +220,29 @@ def test_a_subset_scores_as_the_whole_city() -> None:
     np.testing.assert_array_equal(
         np.argmax(masked_logits(sub, part), axis=1), np.argmax(masked_logits(index, whole), axis=1)[chosen]
     )
+
+
+@pytest.mark.parametrize("name", ["cologne8", "bologna_joined", "ingolstadt21"])
+def test_a_subset_is_the_city_index_of_the_chosen_intersections(name: str) -> None:
+    """What `subset` builds from each intersection's ranges, checked against the city's arrays entry by
+    entry: the chosen intersections' movements, greens, serve pairs, slots and groups, renumbered."""
+    layout = bundled_layout(name)
+    index = CityIndex.from_layout(layout)
+    rng = np.random.default_rng(5)
+    for share in (0.0, 0.3, 1.0):
+        chosen = rng.random(layout.n_intersections) < share
+        sub, movs, greens = index.subset(chosen)
+        rows = np.flatnonzero(chosen)
+        np.testing.assert_array_equal(movs, np.flatnonzero(chosen[layout.mov_int]))
+        np.testing.assert_array_equal(greens, np.flatnonzero(chosen[layout.green_int]))
+        np.testing.assert_array_equal(rows[sub.mov_int], layout.mov_int[movs])
+        np.testing.assert_array_equal(rows[sub.green_int], layout.green_int[greens])
+        pairs = chosen[layout.green_int[layout.serve_green]]
+        np.testing.assert_array_equal(greens[sub.serve_green], layout.serve_green[pairs])
+        np.testing.assert_array_equal(movs[sub.serve_mov], layout.serve_mov[pairs])
+        np.testing.assert_array_equal(np.where(sub.slots >= 0, greens[np.maximum(sub.slots, 0)], -1), index.slots[rows])
+        np.testing.assert_array_equal(sub.local, index.local[greens])
+        np.testing.assert_array_equal(sub.always_served, index.always_served[movs])
+        served = {(int(greens[g]), int(m)) for group, served_movs in sub.served_by_count
+                  for g, ms in zip(group, movs[served_movs].T, strict=True) for m in ms}  # fmt: skip
+        assert served == set(zip(layout.serve_green[pairs].tolist(), layout.serve_mov[pairs].tolist(), strict=True))

@@ -97,6 +97,17 @@ def _run_starts(sorted_ids: NDArray[np.int64]) -> NDArray[np.int64]:
     return np.flatnonzero(change)
 
 
+def _concat_ranges(offsets: NDArray[np.int64], rows: NDArray[np.int64]) -> tuple[NDArray[np.int64], ...]:
+    """The ranges `offsets[r]:offsets[r + 1]` of the `rows`, one after another; and per row, how far its
+    range moves down in the result (its shift) and its length."""
+    begin = offsets[rows]
+    count = offsets[rows + 1] - begin
+    moved = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(count, out=moved[1:])
+    shift = begin - moved[:-1]
+    return np.arange(moved[-1]) + np.repeat(shift, count), shift, count
+
+
 @dataclass(frozen=True)
 class CityIndex:
     """Per-layout index arrays the policy needs (built once per network)."""
@@ -174,32 +185,58 @@ class CityIndex:
         """The most movements any green serves."""
         return max((len(movs) for _, movs in self.served_by_count), default=1)
 
+    @cached_property
+    def _offsets(self) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+        """Where each intersection's movements, greens and serve pairs start (one more entry: the ends).
+        A layout lists them intersection by intersection (`Layout.from_network`), so each intersection owns
+        one contiguous range of each, and the movements a green serves lie in its intersection's range."""
+        n = self.n_intersections
+
+        def starts(owner: NDArray[np.int64]) -> NDArray[np.int64]:
+            out = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(np.bincount(owner, minlength=n), out=out[1:])
+            return out
+
+        return starts(self.mov_int), starts(self.green_int), starts(self.green_int[self.serve_green])
+
+    @cached_property
+    def _group_int(self) -> list[NDArray[np.int64]]:
+        """Per group of `served_by_count`, the intersection of each green."""
+        return [self.green_int[greens] for greens, _ in self.served_by_count]
+
     def subset(self, chosen: NDArray[np.bool_]) -> tuple[CityIndex, NDArray[np.int64], NDArray[np.int64]]:
         """The index of the `chosen` intersections alone, and the rows of their movements and of their
         greens in the city's arrays. Everything the rule computes is per intersection (an intersection's
         scores, trust region and fallback read its own movements and greens only), so a subset decides
-        as the whole city would."""
-        greens_kept = chosen[self.green_int]
-        movs_kept = chosen[self.mov_int]
-        pairs_kept = greens_kept[self.serve_green]
-        new_int = np.cumsum(chosen) - 1
-        new_green = np.cumsum(greens_kept) - 1
-        new_mov = np.cumsum(movs_kept) - 1
-        greens, movs, rows = np.flatnonzero(greens_kept), np.flatnonzero(movs_kept), np.flatnonzero(chosen)
+        as the whole city would.
+
+        Built from the chosen intersections' ranges (`_offsets`), in time proportional to the subset: a
+        kept movement or green moves down by the same shift as the rest of its intersection's (at 2,500
+        signals, 0.2 ms instead of the 0.3 that masks and prefix sums over the whole city took)."""
+        rows = np.flatnonzero(chosen)
+        mov_off, green_off, pair_off = self._offsets
+        movs, mov_shift, mov_count = _concat_ranges(mov_off, rows)
+        greens, green_shift, green_count = _concat_ranges(green_off, rows)
+        pairs, _, pair_count = _concat_ranges(pair_off, rows)
         slots = self.slots[rows]
+        new = np.arange(len(rows))
+        # each intersection's shifts, for the greens of `served_by_count` (grouped across intersections)
+        green_by_int, mov_by_int = np.zeros((2, self.n_intersections), dtype=np.int64)
+        green_by_int[rows], mov_by_int[rows] = green_shift, mov_shift
         groups = []
-        for group_greens, group_movs in self.served_by_count:
-            kept = greens_kept[group_greens]
-            if kept.any():
-                groups.append((new_green[group_greens[kept]], new_mov[group_movs[:, kept]]))
+        for (group_greens, group_movs), owner in zip(self.served_by_count, self._group_int, strict=True):
+            kept = np.flatnonzero(chosen[owner])
+            if len(kept):
+                at = owner[kept]
+                groups.append((group_greens[kept] - green_by_int[at], group_movs[:, kept] - mov_by_int[at]))
         sub = CityIndex(
-            new_green[self.serve_green[pairs_kept]],
-            new_mov[self.serve_mov[pairs_kept]],
-            new_int[self.green_int[greens]],
-            np.where(slots >= 0, new_green[np.maximum(slots, 0)], -1),
+            self.serve_green[pairs] - np.repeat(green_shift, pair_count),
+            self.serve_mov[pairs] - np.repeat(mov_shift, pair_count),
+            np.repeat(new, green_count),
+            np.where(slots >= 0, slots - green_shift[:, None], -1),
             len(greens),
             len(rows),
-            new_int[self.mov_int[movs]],
+            np.repeat(new, mov_count),
             self.local[greens],
             groups,
             self.always_served[movs],  # a subset keeps whole intersections: every green of each
@@ -342,6 +379,9 @@ class Float32Head:
       an output of the first layer that stays 1 for the second), and run `CHUNK_ROWS` rows at a time so
       that the activations stay in cache (SUMO's step evicts everything between decisions).
     - The greens' sums take the fastest order.
+    - relu is a maximum against an array of zeros, not against the scalar 0: NumPy (2.4) vectorises
+      `maximum` for two arrays but not for an array and a broadcast scalar, 4x slower at these sizes
+      (0.3 of the 1.4 ms of the movement layers at 2,500 signals went to each relu).
 
     `head_error_bound` holds throughout: each output is one rounded sum of the same products and bias.
     (Scoring equal movement rows once, found by sorting a key, cost more than it saved once only the
@@ -354,6 +394,7 @@ class Float32Head:
     b3: NDArray[np.float32]
     w4: NDArray[np.float32]  # hidden
     b4: np.float32
+    zeros: NDArray[np.float32]  # CHUNK_ROWS x (hidden + 1), flat: what relu compares with
 
     @classmethod
     def of(cls, params: dict[str, FloatArray]) -> Float32Head:
@@ -362,7 +403,8 @@ class Float32Head:
         w1[:features, :hidden], w1[features, :hidden], w1[features, hidden] = params["w1"], params["b1"], 1.0
         w2 = np.vstack([params["w2"], params["b2"][None, :]]).astype(np.float32)
         f32 = {k: params[k].astype(np.float32) for k in ("w3", "b3", "w4", "b4")}
-        return cls(w1, w2, f32["w3"], f32["b3"], f32["w4"][:, 0], f32["b4"][0])
+        zeros = np.zeros(CHUNK_ROWS * (hidden + 1), dtype=np.float32)
+        return cls(w1, w2, f32["w3"], f32["b3"], f32["w4"][:, 0], f32["b4"][0], zeros)
 
     def __call__(self, index: CityIndex, mov: FloatArray, green: FloatArray) -> NDArray[np.float32]:
         emb = index.gather_sum_per_green(self._movement_layers(mov))
@@ -382,10 +424,13 @@ class Float32Head:
             k = stop - start
             x[:k, :-1] = mov[start:stop]
             np.matmul(x[:k], self.w1, out=first[:k])
-            np.maximum(first[:k], 0.0, out=first[:k])
+            np.maximum(first[:k], self._zeros(first[:k]), out=first[:k])
             np.matmul(first[:k], self.w2, out=h[start:stop])
-            np.maximum(h[start:stop], 0.0, out=h[start:stop])
+            np.maximum(h[start:stop], self._zeros(h[start:stop]), out=h[start:stop])
         return h
+
+    def _zeros(self, like: NDArray[np.float32]) -> NDArray[np.float32]:
+        return self.zeros[: like.size].reshape(like.shape)
 
 
 F32_UNIT = 2.0**-24  # unit roundoff, round to nearest
