@@ -12,10 +12,8 @@ outgoing lane. Counting *queued* (halting) vehicles only is Wu et al.'s "efficie
   a green for it only blocks the junction box, so its pressure counts as zero
   (Gregoire et al. 2013, capacity-aware back-pressure, in its simplest on/off form).
 
-Assumes queued vehicles stand `JAM_SPACING_M` apart; a lane is full once its queued vehicles cover
-`FULL_FRACTION` of its length: one queued vehicle fills a lane of up to 9.4 m, two one of up to 18.75 m (such as
-ingolstadt21's 12 m links). Counting every lane shorter than two vehicles as full with one was tried: the AI on
-ingolstadt21 went from 77.7 to 149.8 s (5 seeds, two of them locked).
+Assumes queued vehicles stand `JAM_SPACING_M` apart; lanes shorter than two vehicles count as full with
+one queued vehicle.
 """
 
 from __future__ import annotations
