@@ -400,7 +400,8 @@ class ControlEngine:
     def _run_field(self, address: FieldAddress) -> None:
         """Street controllers instead of the twin (`citysignal.field`): the same loop, controllers and overrides
         through a `FieldGuard`; the controllers' clock paces the loop, no snapshot is taken (a street cannot be
-        forked), and each comm loss and its end is audited and published."""
+        forked), and each comm loss and its end is audited and published. The live state ends at the window's
+        end, however far the controllers' clock ran ahead of a slow centre in its last step."""
         from citysignal.field.backend import FIELD_FIELDS, FieldBackend
         from citysignal.field.guard import FieldGuard
 
@@ -415,6 +416,11 @@ class ControlEngine:
                 self._episode_steps = 0
                 self._seen_refused, self._seen_violations = guard.stats.refused, guard.stats.violations
             self._loop(loop)
+            if loop.done:  # the last poll, past the window's end: a step records what it saw before stepping
+                with self._lock:
+                    now = loop.time
+                    self._check_field(now)
+                    self._publish(guard, loop.observe(), now, None)
         finally:
             backend.close()
 

@@ -5,9 +5,9 @@ libsumo holds Python's GIL for a whole simulation step (measured on manhattan_28
 WebSocket send for that long. `EngineProcess` runs `ControlEngine` in a spawned child process and
 offers the same calls: commands (override, controller switch, intersection detail) go over a pipe and
 the child answers them; the child streams `Live` snapshots (at most every `LIVE_EVERY_S` of wall
-time, and with every KPI sample), its system events and KPI samples (the parent writes them to the
-audit store: one writer per database), a heartbeat every `BEAT_S`, and a `Snapshot` (SUMO state and
-guard state) every `SNAPSHOT_EVERY_S`.
+time, and with every KPI sample; the last one held back follows within `BEAT_S`), its system events and
+KPI samples (the parent writes them to the audit store: one writer per database), a heartbeat every
+`BEAT_S`, and a `Snapshot` (SUMO state and guard state) every `SNAPSHOT_EVERY_S`.
 
 Failure modes:
 - frozen twin (paused, hung in SUMO, starved of CPU): no word from the child for `STALE_S`, or
@@ -95,6 +95,35 @@ class _PipeRecorder:
         self._send(("kpi", sample))
 
 
+class _LiveStream:
+    """The child's `Live` snapshots to the parent: at most one every `LIVE_EVERY_S`, and every one that
+    carries a new KPI sample. One held back is sent by `flush` once it is due, so the parent's view catches
+    up with the last step when the engine stops publishing (a field window's end, a stalled twin)."""
+
+    def __init__(self, send: Any) -> None:
+        self._send = send
+        self._lock = threading.Lock()  # the engine thread publishes, the main thread flushes
+        self._sent_at = 0.0
+        self._sent_sample: object = None
+        self._held: Live | None = None
+
+    def publish(self, live: Live) -> None:
+        with self._lock:
+            if time.monotonic() - self._sent_at >= LIVE_EVERY_S or live.kpi_sample is not self._sent_sample:
+                self._put(live)
+            else:
+                self._held = live
+
+    def flush(self) -> None:
+        with self._lock:
+            if self._held is not None and time.monotonic() - self._sent_at >= LIVE_EVERY_S:
+                self._put(self._held)
+
+    def _put(self, live: Live) -> None:
+        self._sent_at, self._sent_sample, self._held = time.monotonic(), live.kpi_sample, None
+        self._send(("live", live))
+
+
 def worker_main(conn: Connection, config: EngineConfig) -> None:
     """Entry point of the child process: load the net, wait for "go" (a spare waits until its twin is
     needed), then run the engine, stream snapshots, beat and answer commands."""
@@ -105,16 +134,7 @@ def worker_main(conn: Connection, config: EngineConfig) -> None:
         with lock, contextlib.suppress(BrokenPipeError, OSError):  # parent gone: the receive loop ends us
             conn.send(message)
 
-    sent_at = 0.0
-    sent_sample: object = None
-
-    def publish(live: Live) -> None:
-        nonlocal sent_at, sent_sample
-        now = time.monotonic()
-        if now - sent_at >= LIVE_EVERY_S or live.kpi_sample is not sent_sample:
-            sent_at, sent_sample = now, live.kpi_sample
-            send(("live", live))
-
+    stream = _LiveStream(send)
     try:
         sc = config.scenario
         network = load_network(sc.net_file, sc.additional_files)
@@ -127,7 +147,7 @@ def worker_main(conn: Connection, config: EngineConfig) -> None:
         if message[0] != "go":
             return
         _, control, resume = message
-        engine = ControlEngine(config, network, layout, _PipeRecorder(send), publish,
+        engine = ControlEngine(config, network, layout, _PipeRecorder(send), stream.publish,
                                lambda snap: send(("snapshot", snap)), resume)  # fmt: skip
         engine.apply_control(control)
         engine.start()
@@ -149,6 +169,7 @@ def worker_main(conn: Connection, config: EngineConfig) -> None:
             if now - beat_at >= BEAT_S:
                 beat_at = now
                 send(("beat", engine.loading, now - engine.stepped_at))
+            stream.flush()
             if not conn.poll(BEAT_S):
                 continue
             message = conn.recv()
