@@ -1,6 +1,8 @@
-"""The AI's decision clock is Advanced-MP's: with the learned part switched off (the anchor alone) and
-Advanced-MP's 10 s interval, the AI requests exactly what Advanced-MP requests, step by step, in the
-closed loop; at its own 2 s interval it decides on the same per-intersection clock, five times as often."""
+"""The AI's decision clock is Advanced-MP's: with the learned part switched off (the anchor alone),
+Advanced-MP's 10 s interval and no initial green, the AI requests exactly what Advanced-MP requests, step
+by step, in the closed loop; at its own 2 s interval it decides on the same per-intersection clock, five
+times as often, once a saturated junction's green has run the initial green its queue asked for (none on a
+green that feeds a short link)."""
 
 from __future__ import annotations
 
@@ -10,12 +12,23 @@ import numpy as np
 from bundled import bundled_layout
 
 from citysignal.control.adaptive import AdvancedMaxPressure
-from citysignal.control.ai import AiController, DecisionClock, default_policy_path, load_policy, save_policy
+from citysignal.control.ai import (
+    INITIAL_CAP_S,
+    MIN_GREEN_S,
+    SATURATED,
+    AiController,
+    DecisionClock,
+    InitialGreen,
+    default_policy_path,
+    load_policy,
+    save_policy,
+)
 from citysignal.control.guard import GUARD_FIELDS, HOLD, SafetyGuard
 from citysignal.loop import ControlLoop
 from citysignal.network.layout import Layout
 from citysignal.scenarios import resolve
 from citysignal.twin import Twin
+from citysignal.twin.faults import lane_capacity
 from citysignal.twin.observation import Observation, ProgramPosition
 
 
@@ -52,7 +65,7 @@ class _Both:
 def test_the_anchor_alone_on_advanced_mp_s_clock_is_advanced_mp(tmp_path: Path) -> None:
     scenario = resolve("cologne8", 25200.0, 25800.0)
     layout = bundled_layout("cologne8")
-    both = _Both(AiController(_anchor_only(tmp_path / "anchor.npz"), interval=10.0))
+    both = _Both(AiController(_anchor_only(tmp_path / "anchor.npz"), interval=10.0, initial_per_vehicle=0.0))
     guard = SafetyGuard(layout)
     with Twin(scenario, layout, fields=both.ai.requires | GUARD_FIELDS) as twin:
         loop = ControlLoop(twin, guard, both)
@@ -77,3 +90,49 @@ def test_each_intersection_decides_on_its_own_clock() -> None:
     np.testing.assert_array_equal(clock.due(at(102.0, 11.0)), [False, False, False])
     np.testing.assert_array_equal(clock.due(at(103.0, 12.0)), [True, False, False])  # 2 s after its last
     np.testing.assert_array_equal(clock.due(at(103.0, 15.0)), [True, True, False])
+
+
+def test_at_a_saturated_junction_a_green_runs_until_the_queue_it_found_could_have_left() -> None:
+    layout = bundled_layout("cologne1")
+    clock = DecisionClock(layout.n_intersections, interval=2.0, initial=InitialGreen(layout))
+    lanes = layout.mov_in[layout.serve_mov[layout.serve_green == layout.green_start[0]]]
+    capacity = lane_capacity(layout)[np.unique(layout.mov_in)].sum()
+    phase = np.zeros(layout.n_intersections, dtype=np.int64)
+
+    def at(t: float, began: float, queue: float) -> Observation:
+        halting = np.zeros(len(layout.lanes))
+        halting[lanes[0]] = queue
+        halting[lanes[-1]] = queue / 2
+        return Observation(time=t, phase=phase, time_in_phase=np.full(len(phase), t - began), halting=halting)
+
+    long_queue = float(np.ceil(SATURATED * capacity))
+    assert long_queue >= 10  # so the hold exceeds the 10 s min green
+    assert not clock.due(at(100.0, 100.0, long_queue)).any()  # green 0 begins with the queue standing
+    hold = min(2 * long_queue, INITIAL_CAP_S)
+    assert not clock.due(at(100.0 + hold - 1, 100.0, 0.0)).any()  # not before 2 s per vehicle (the queue left)
+    assert clock.due(at(100.0 + hold, 100.0, 0.0)).all()
+    assert clock.hold[0] == hold
+
+    assert not clock.due(at(300.0, 300.0, 5.0)).any()  # a new green, a short queue: the min green alone
+    assert clock.due(at(310.0, 300.0, 5.0)).all()
+    assert clock.hold[0] == MIN_GREEN_S
+
+
+def test_a_green_that_feeds_a_short_link_runs_no_initial_green() -> None:
+    layout = bundled_layout("ingolstadt21")
+    k = layout.ids.index("gneJ257")  # joined to 243641585 by the 12.1 m links 174800513 and -174800513
+    green = int(np.flatnonzero(np.array(layout.intersections[k].greens) == "GGrrrrGg")[0])
+    lanes = layout.mov_in[layout.serve_mov[layout.serve_green == layout.green_start[k] + green]]
+    long_queue = 40.0
+    phase = np.full(layout.n_intersections, -1, dtype=np.int64)
+    phase[k] = green
+    halting = np.zeros(len(layout.lanes))
+    halting[np.unique(layout.mov_in[layout.mov_int == k])] = long_queue  # saturated on every approach
+
+    def hold(initial: InitialGreen) -> float:
+        clock = DecisionClock(layout.n_intersections, interval=2.0, initial=initial)
+        clock.due(Observation(time=100.0, phase=phase, time_in_phase=np.zeros(len(phase)), halting=halting))
+        return float(clock.hold[k])
+
+    assert len(lanes) and hold(InitialGreen(layout)) == MIN_GREEN_S
+    assert hold(InitialGreen(layout, short_link=0.0)) == INITIAL_CAP_S  # the same green without the exception

@@ -12,8 +12,9 @@ outgoing lane. Counting *queued* (halting) vehicles only is Wu et al.'s "efficie
   a green for it only blocks the junction box, so its pressure counts as zero
   (Gregoire et al. 2013, capacity-aware back-pressure, in its simplest on/off form).
 
-Assumes queued vehicles stand `JAM_SPACING_M` apart; lanes shorter than two vehicles count as full with
-one queued vehicle.
+Assumes queued vehicles stand `JAM_SPACING_M` apart; a lane counts as full once its queued vehicles take
+`FULL_FRACTION` of its length, and a lane shorter than one such spacing as long as one (so one queued
+vehicle fills a lane of up to 9.4 m, and ingolstadt21's 12.1 m links need two).
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from citysignal.control.ai import DECISION_INTERVAL_S, DecisionClock, movement_features
+from citysignal.control.ai import DECISION_INTERVAL_S, DecisionClock, InitialGreen, movement_features
 from citysignal.control.base import Controller
 from citysignal.control.guard import GUARD_FIELDS, HOLD, SafetyGuard
 from citysignal.loop import ControlLoop
@@ -84,7 +84,7 @@ class CityCore:
         self.loop: ControlLoop[Twin] | None = None
         self.obs: Observation | None = None
         self._agents = _Agents(self.layout.n_intersections)
-        self.clock = DecisionClock(self.layout.n_intersections, decision_interval)
+        self.clock = self._clock()
 
     @property
     def background(self) -> Controller | None:
@@ -105,9 +105,13 @@ class CityCore:
         self.twin = Twin(self.scenario, self.layout, seed=seed, fields=FIELDS, tripinfo=self.tripinfo).__enter__()
         self.loop = ControlLoop(self.twin, self.guard, self._agents)
         self.loop.start(seed)
-        self.clock = DecisionClock(self.layout.n_intersections, self.decision_interval)
+        self.clock = self._clock()
         self.obs = self.loop.observe()
         return self.obs
+
+    def _clock(self) -> DecisionClock:
+        """The run-time controller's clock (`AiController`), initial green included."""
+        return DecisionClock(self.layout.n_intersections, self.decision_interval, InitialGreen(self.layout))
 
     def due(self) -> NDArray[np.bool_]:
         """Intersections due to decide now on the `DecisionClock`."""
