@@ -2,7 +2,7 @@
 Advanced-MP's 10 s interval and no initial green, the AI requests exactly what Advanced-MP requests, step
 by step, in the closed loop; at its own 2 s interval it decides on the same per-intersection clock, five
 times as often, once a saturated junction's green has run the initial green its queue asked for (none on a
-green that feeds a short link)."""
+green that feeds a short link); an isolated junction, between its 10 s reviews, only at a gap."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from citysignal.control.adaptive import AdvancedMaxPressure
 from citysignal.control.ai import (
     INITIAL_CAP_S,
     MIN_GREEN_S,
+    REVIEW_S,
     SATURATED,
     AiController,
     DecisionClock,
+    GapOut,
     InitialGreen,
     default_policy_path,
     load_policy,
@@ -136,3 +138,34 @@ def test_a_green_that_feeds_a_short_link_runs_no_initial_green() -> None:
 
     assert len(lanes) and hold(InitialGreen(layout)) == MIN_GREEN_S
     assert hold(InitialGreen(layout, short_link=0.0)) == INITIAL_CAP_S  # the same green without the exception
+
+
+def test_only_a_junction_without_a_signal_nearby_is_isolated() -> None:
+    assert GapOut(bundled_layout("cologne1")).isolated.all()  # the map's one signal
+    assert not GapOut(bundled_layout("ingolstadt21")).isolated.any()  # 21 signals, each with neighbours
+
+
+def test_an_isolated_junction_decides_between_its_reviews_only_at_a_gap() -> None:
+    layout = bundled_layout("cologne1")
+    clock = DecisionClock(layout.n_intersections, interval=2.0, gap_out=GapOut(layout))
+    phase = np.zeros(layout.n_intersections, dtype=np.int64)
+    served = layout.serve_mov[layout.serve_green == layout.green_start[0]]
+    lane = layout.mov_in[served[~layout.always_served[served]][0]]  # a lane only some greens serve
+    other = layout.mov_in[layout.serve_mov[layout.serve_green == layout.green_start[0] + 2]]
+    other = other[~np.isin(other, layout.mov_in[served])][0]  # a lane green 0 does not serve
+
+    def at(t: float, moving_on: int | None) -> Observation:
+        vehicles = np.zeros(len(layout.lanes))
+        if moving_on is not None:
+            vehicles[moving_on] = 3.0  # none of them halting: on their way to the stop line
+        return Observation(time=t, phase=phase, time_in_phase=np.full(len(phase), t - 90.0),
+                           halting=np.zeros(len(layout.lanes)), vehicles=vehicles)  # fmt: skip
+
+    assert clock.due(at(100.0, lane)).all()  # the first decision of a green is a review
+    clock.mark(clock.due(at(100.0, lane)), 100.0)
+    for t in np.arange(102.0, 100.0 + REVIEW_S):
+        assert not clock.due(at(t, lane)).any()  # vehicles approach on the running green: no decision
+    assert clock.due(at(100.0 + REVIEW_S, lane)).all()  # the next review, whatever approaches
+    assert clock.due(at(102.0, None)).all()  # a gap: the decision comes on the 2 s clock
+    assert clock.due(at(102.0, other)).all()  # vehicles only on a red approach are no reason to wait
+    assert not clock.due(at(101.0, None)).any()  # but not sooner than that clock

@@ -54,8 +54,8 @@ def reference(ai: AiController, obs: Observation, deciding: np.ndarray) -> tuple
 
 class Compared:
     """The AI as the loop's decider, each of its decisions checked against the reference; it reads its
-    inputs first (by rows: only at the intersections deciding, none between decisions), then the reference
-    reads whole arrays."""
+    inputs first (by rows: only at the intersections deciding; between decisions none, but an isolated
+    junction's running green, watched for a gap), then the reference reads whole arrays."""
 
     def __init__(self) -> None:
         self.ai = AiController()
@@ -71,7 +71,14 @@ class Compared:
         assert obs.deferred is not None and not obs.deferred.full_names  # nothing read in full
         if not deciding.any():
             self.skipped += 1
-            assert not self.ai.by_rows & obs.deferred.read_so_far().keys()  # no input read at all
+            read = obs.deferred.read_so_far()
+            assert "occupancy" not in read
+            if "vehicles" in read:  # only where an isolated junction looks for a gap on its green (`GapOut`)
+                gap_out = self.ai.clock.gap_out
+                assert gap_out is not None
+                lay = self.ai.lay
+                watched = lay.mov_in[gap_out.isolated[lay.mov_int]]
+                assert np.isin(np.flatnonzero(~np.isnan(read["vehicles"])), watched).all()
             assert (requests == HOLD).all()
             return requests
         expected, rule = reference(self.ai, obs, deciding)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from citysignal.control.ai import DECISION_INTERVAL_S, DecisionClock, InitialGreen, movement_features
+from citysignal.control.ai import DECISION_INTERVAL_S, DecisionClock, GapOut, InitialGreen, movement_features
 from citysignal.control.base import Controller
 from citysignal.control.guard import GUARD_FIELDS, HOLD, SafetyGuard
 from citysignal.loop import ControlLoop
@@ -111,7 +111,8 @@ class CityCore:
 
     def _clock(self) -> DecisionClock:
         """The run-time controller's clock (`AiController`), initial green included."""
-        return DecisionClock(self.layout.n_intersections, self.decision_interval, InitialGreen(self.layout))
+        return DecisionClock(self.layout.n_intersections, self.decision_interval, InitialGreen(self.layout),
+                             GapOut(self.layout))  # fmt: skip
 
     def due(self) -> NDArray[np.bool_]:
         """Intersections due to decide now on the `DecisionClock`."""
