@@ -360,6 +360,21 @@ def test_feeders_are_the_roads_leading_only_to_an_approach() -> None:
     assert layout.from_feeders(np.zeros(len(layout.feed_lanes))).sum() == 0
 
 
+def test_a_road_split_at_a_pass_through_runs_on_and_a_link_into_a_junction_does_not() -> None:
+    """bologna_joined's 11 m edge b35[1][1][0] ends at b30, a junction nothing else enters and where it goes
+    on as one road: its run is that road's. a134 (11.3 m) ends where a133 and a165 merge, and ingolstadt21's
+    12.1 m link 174800513 at a signal: each runs only its own length."""
+    bologna = bundled_network("bologna_joined")
+    b35 = bologna.lanes["b35[1][1][0]_0"]
+    assert b35.length < 12.0 < 100.0 < bologna.runs[b35.edge]
+    assert "a134" not in bologna.runs
+    assert "174800513" not in bundled_network("ingolstadt21").runs
+    layout = bundled_layout("bologna_joined")
+    row = layout.lanes.index("b35[1][1][0]_0")
+    assert layout.lane_run[row] == bologna.runs["b35[1][1][0]"]
+    assert (layout.lane_run >= layout.lane_length).all()
+
+
 def test_synthesized_transitions_clear_as_long_as_the_plan_does() -> None:
     """bologna_joined's UTOPIA plan at 219 starts greens 16, 17, 22, 23 while 3-6 are still yellow (an
     intergreen under the yellow); the guard cannot show that, so it synthesizes yellow then green, with no

@@ -39,7 +39,7 @@ in its best and 747 s in its last episode):
   control's added initial): 2 s per vehicle on the longest queue it found, up to 60 s, before the policy
   may end it. Without it the AI ended greens as soon as the pressures turned and paid an intergreen each
   time: arterial4x4 784 s against SOTL's 672, bologna_joined 272 against fixed-time's 219 (its plans'
-  intergreens are 5-10 s); with it, 647 and 220 (the shipped weights, trained without it). Not on greens
+  intergreens are 5-10 s); with it, 647 and 209 (the shipped weights, trained without it). Not on greens
   that feed a short link between two junctions (see `InitialGreen`);
 - an isolated junction (no signal within 1 km) decides on that 2 s clock only at a gap, where nothing
   approaches on its running green any more, and otherwise every 10 s (`GapOut`, actuated control's
@@ -589,10 +589,14 @@ class InitialGreen:
     junction's incoming lanes held at least `saturated` of their jam capacity in halting vehicles at the
     start: below that, vehicles arrive about as fast as they leave, and a long hold would only keep
     arrivals on other approaches waiting. Nor where a green sends vehicles into a short link (an exit lane
-    of `STUB_M` to `short_link` m: a link between two closely spaced junctions): a long hold there fills
+    of `STUB_M` or more whose road ends within `short_link` m, at the next junction where vehicles may stop:
+    `Layout.lane_run`; a link between two closely spaced junctions): a long hold there fills
     the link, and a vehicle that no longer fits (a 12 m bus behind a car on ingolstadt21's 12.1 m links)
     stands across the upstream box, where it and the vehicles waiting inside the two boxes lock each other
-    for good, whatever the signals show (ingolstadt21 at two of five seeds without this exception).
+    for good, whatever the signals show (ingolstadt21 at two of five seeds without this exception). A short
+    edge of a road that goes on through a pass-through junction is no such link: counted as one,
+    bologna_joined's junction 233 (both greens feed the 11 m b35[1][1][0]) switched every 15 s and starved an
+    entry (219.9 s against fixed-time's 218.7; 209.3 with its initial green).
     Assumes a queue discharges at about one vehicle per 2 s (a saturation flow of 1,800 veh/h per lane)
     and that the lanes are counted by their halting vehicles; a green whose exit is blocked discharges
     slower, and the policy may still hold it longer."""
@@ -610,7 +614,7 @@ class InitialGreen:
         self.cap = cap
         self.saturated = saturated
         exit_length = layout.lane_length[layout.mov_out[layout.serve_mov]]
-        short = (exit_length >= STUB_M) & (exit_length < short_link)
+        short = (exit_length >= STUB_M) & (layout.lane_run[layout.mov_out[layout.serve_mov]] < short_link)
         self._into_short_link = np.bincount(layout.serve_green, weights=short, minlength=layout.n_greens) > 0
         # each green's incoming lanes and each intersection's, once, sorted: a green's (an intersection's) lanes
         # are one range, so that starting greens read only their own (`_concat_ranges`)

@@ -33,6 +33,8 @@ class Layout:
     - `intersections`: the controllable intersections (`Network.controllable`), in index order;
     - `lanes`: lane ids, the incoming and outgoing lanes of the movements, first seen first;
     - `lane_length`: per lane, its length (m);
+    - `lane_run`: per lane, the length of road it begins up to the next junction where vehicles may stop
+      (m): its own length, longer where its edge continues through pass-through junctions (`Network.runs`);
     - `mov_int`: per movement, its intersection;
     - `mov_in`, `mov_out`: per movement, its incoming and its outgoing lane (into `lanes`);
     - `mov_signal`: per movement, its signal (link index) within its intersection's state string;
@@ -55,6 +57,7 @@ class Layout:
     intersections: tuple[Intersection, ...]
     lanes: tuple[str, ...]
     lane_length: FloatArray
+    lane_run: FloatArray
     mov_int: IntArray
     mov_in: IntArray
     mov_out: IntArray
@@ -116,6 +119,7 @@ class Layout:
             intersections=inters,
             lanes=tuple(lanes),
             lane_length=np.array([ln.length for ln in lane_objs], dtype=float),
+            lane_run=np.array([max(ln.length, network.runs.get(ln.edge, 0.0)) for ln in lane_objs], dtype=float),
             mov_int=np.array(mov_int, dtype=np.int64),
             mov_in=np.array(mov_in, dtype=np.int64),
             mov_out=np.array(mov_out, dtype=np.int64),

@@ -301,6 +301,7 @@ class Network:
     lanes: dict[str, Lane]
     bounds: tuple[float, float, float, float]
     feeders: dict[str, tuple[str, ...]] = field(default_factory=dict)  # edge -> edges leading only to it
+    runs: dict[str, float] = field(default_factory=dict)  # edge -> its road's length up to the next real junction
 
     @cached_property
     def by_id(self) -> dict[str, Intersection]:

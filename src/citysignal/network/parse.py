@@ -16,7 +16,11 @@ What is read, and why:
   unsignalized junctions, within `NEIGHBOUR_RANGE_M`;
 - feeders: the edges whose every vehicle continues onto a given edge through an unsignalized junction
   (a pass-through or a merge, not a fork), followed upstream for `FEEDER_RANGE_M`. A queue on a short
-  signalized approach continues onto them, so they are part of its queue (`Network.feeders`).
+  signalized approach continues onto them, so they are part of its queue (`Network.feeders`);
+- runs: where a net splits one road into several edges (at a lane-count change, a former node) the
+  junctions between them are pass-throughs, where nothing enters or leaves: a vehicle stops at none of
+  them, so a short edge there is not a short link. The road's length up to its next real junction
+  (`Network.runs`).
 """
 
 from __future__ import annotations
@@ -173,6 +177,34 @@ def _feeders(
     return out
 
 
+def _runs(edges: dict[str, _Edge], successors: dict[str, set[str]], controlled: set[str]) -> dict[str, float]:
+    """Per edge that continues through a pass-through junction (unsignalized, entered by no other edge,
+    left by one edge): the length of the road from its start to the next junction where it meets other
+    traffic, forks or has a signal, followed for at most `FEEDER_RANGE_M`. Only edges whose road runs on."""
+    entering: dict[str, int] = defaultdict(int)
+    for edge in edges.values():
+        if edge.function == "normal":
+            entering[edge.dst] += 1
+
+    def onward(eid: str) -> str | None:
+        edge, nxt = edges[eid], successors.get(eid, set())
+        if edge.dst in controlled or entering[edge.dst] != 1 or len(nxt) != 1:
+            return None
+        return next(iter(nxt))
+
+    runs: dict[str, float] = {}
+    for eid, edge in edges.items():
+        if edge.function != "normal" or onward(eid) is None:
+            continue
+        length, seen, nxt = edge.length, {eid}, onward(eid)
+        while nxt is not None and nxt not in seen and length < FEEDER_RANGE_M:
+            seen.add(nxt)
+            length += edges[nxt].length
+            nxt = onward(nxt)
+        runs[eid] = length
+    return runs
+
+
 def _shape(text: str) -> tuple[tuple[float, float], ...]:
     pts = []
     for pair in text.split():
@@ -292,4 +324,5 @@ def load_network(net_file: Path, additional_files: Iterable[Path] = ()) -> Netwo
         lanes=lanes,
         bounds=bounds,
         feeders=_feeders(edges, successors, controlled),
+        runs=_runs(edges, successors, controlled),
     )
