@@ -2,12 +2,13 @@
 
 The deployed AI scores only the intersections that decide at a step, runs the learned part in float32
 and re-scores near ties (`control.ai.AiController`); it reads its inputs by rows, at the deciding
-intersections only (none between decisions). Here each bundled scenario runs its full window through the
+intersections only (between decisions none, but the lanes of an isolated junction's running green, watched for
+a gap: `control.ai.GapOut`). Here each bundled scenario runs its full window through the
 control loop with the AI deciding, and at every decision step the float64 full-city rule (`AiController.reference`)
 decides the same observation too: every intersection's request, fallback and trust-region takeover
 must agree. Also counted: how often a near tie was re-scored in float64 or by the full-city pass, the
-steps that needed no lanes, and both paths' decide time (CPU seconds, this process). Writes the
-"AI fast path vs float64 reference" section of BENCHMARKS.md.
+steps without a decision (no lanes read but a gap-out's), and both paths' decide time (CPU seconds, this
+process). Writes the "AI fast path vs float64 reference" section of BENCHMARKS.md.
 
     .venv/bin/python benchmarks/ai_parity.py [--scenarios a,b] [--workers 1]
 """
@@ -106,7 +107,7 @@ def main() -> None:
         rows = pool.map(_episode, names, chunksize=1)
     lines = [
         "| scenario | signals | steps | decision steps | intersection decisions | mismatches | re-scored in float64 "
-        "| full-city passes | steps without lane reads | decide CPU s, fast | decide CPU s, float64 full city |",
+        "| full-city passes | steps without a decision | decide CPU s, fast | decide CPU s, float64 full city |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in zip(names, rows, strict=True):
