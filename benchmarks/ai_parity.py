@@ -63,7 +63,9 @@ class Checked:
             return requests
         expected, _ = self.ai.reference(obs)
         t2 = time.process_time()
-        differs = (requests != np.where(on, expected.choice, HOLD)) | (self.ai.fallback != (expected.fallback & on))
+        # the policy's choice, before a pair of signals joined by short links takes its turn (`control.pairs`)
+        differs = self.ai.request != np.where(on, expected.choice, HOLD)
+        differs |= self.ai.fallback != (expected.fallback & on)
         differs |= self.ai.overruled != (expected.overruled & on)
         self.n["decision_steps"] += 1
         self.n["decisions"] += int(on.sum())

@@ -43,7 +43,10 @@ in its best and 747 s in its last episode):
   that feed a short link between two junctions (see `InitialGreen`);
 - an isolated junction (no signal within 1 km) decides on that 2 s clock only at a gap, where nothing
   approaches on its running green any more, and otherwise every 10 s (`GapOut`, actuated control's
-  gap-out): cologne1 21.4 s against 24.5 on the 2 s clock and Advanced-MP's 22.3 (5 seeds).
+  gap-out): cologne1 21.4 s against 24.5 on the 2 s clock and Advanced-MP's 22.3 (5 seeds);
+- two signals joined by short links run as one, in turns (`control.pairs`): the policy picks the greens of the
+  side whose turn it is, the other side clears the links. Vehicles stopped on ingolstadt21's 12.1 m links
+  locked its pair of junctions for good at one seed in five (and at two of three with faulty detectors).
 
 At run time (`AiController`) only the intersections deciding at a step are scored, and the learned part
 runs in float32; a proven bound on its rounding error sends every near tie back to float64 (then, if
@@ -68,9 +71,10 @@ from numpy.typing import NDArray
 
 from citysignal.control.adaptive import reach_fraction
 from citysignal.control.base import Controller
+from citysignal.control.pairs import ShortLinkPairs
 from citysignal.control.pressure import spillback
 from citysignal.errors import UserError
-from citysignal.network.layout import Layout, served_by_every_green
+from citysignal.network.layout import SHORT_LINK_M, Layout, served_by_every_green
 from citysignal.twin.faults import lane_capacity
 from citysignal.twin.observation import Observation, ProgramPosition
 
@@ -92,8 +96,6 @@ DECISION_INTERVAL_S = 2.0  # then it decides every this many seconds, each inter
 INITIAL_PER_VEHICLE_S = 2.0  # a saturated junction's green runs this long per vehicle it found queued
 INITIAL_CAP_S = 60.0
 SATURATED = 0.1  # the share of its jam capacity a junction's incoming lanes hold halting to count as saturated
-SHORT_LINK_M = 25.0  # a green sending vehicles into an exit lane shorter than this runs no initial green
-STUB_M = 1.0  # exit lanes shorter than this are stubs that continue into a longer road, not short links
 REVIEW_S = 10.0  # an isolated junction's full reviews (Advanced-MP's clock); in between it decides at a gap
 REACH_M = 167.0  # Advanced-MP's detection range for vehicles approaching a green
 TIME_SCALE = 60.0
@@ -589,8 +591,8 @@ class InitialGreen:
     junction's incoming lanes held at least `saturated` of their jam capacity in halting vehicles at the
     start: below that, vehicles arrive about as fast as they leave, and a long hold would only keep
     arrivals on other approaches waiting. Nor where a green sends vehicles into a short link (an exit lane
-    of `STUB_M` or more whose road ends within `short_link` m, at the next junction where vehicles may stop:
-    `Layout.lane_run`; a link between two closely spaced junctions): a long hold there fills
+    whose road ends within `short_link` m, at the next junction where vehicles may stop:
+    `Layout.short_links`; a link between two closely spaced junctions): a long hold there fills
     the link, and a vehicle that no longer fits (a 12 m bus behind a car on ingolstadt21's 12.1 m links)
     stands across the upstream box, where it and the vehicles waiting inside the two boxes lock each other
     for good, whatever the signals show (ingolstadt21 at two of five seeds without this exception). A short
@@ -613,8 +615,7 @@ class InitialGreen:
         self.per_vehicle = per_vehicle
         self.cap = cap
         self.saturated = saturated
-        exit_length = layout.lane_length[layout.mov_out[layout.serve_mov]]
-        short = (exit_length >= STUB_M) & (layout.lane_run[layout.mov_out[layout.serve_mov]] < short_link)
+        short = layout.short_links(short_link)[layout.mov_out[layout.serve_mov]]
         self._into_short_link = np.bincount(layout.serve_green, weights=short, minlength=layout.n_greens) > 0
         # each green's incoming lanes and each intersection's, once, sorted: a green's (an intersection's) lanes
         # are one range, so that starting greens read only their own (`_concat_ranges`)
@@ -827,6 +828,7 @@ class AiController(Controller):
         self._bound_cache: dict[tuple[int, ...], tuple[float, float]] = {}
         initial = InitialGreen(layout, self.initial_per_vehicle)
         self.clock = DecisionClock(layout.n_intersections, self.interval, initial, GapOut(layout))
+        self.pairs = ShortLinkPairs(layout)
 
     def prefetch(self, obs: Observation) -> None:
         """The inputs of the intersections due to decide, read by rows (`Observation.at`)."""
@@ -839,7 +841,7 @@ class AiController(Controller):
     def decide(self, obs: Observation) -> NDArray[np.int64]:
         deciding = self.clock.due(obs)
         if not deciding.any():
-            return self.hold_all()
+            return self.pairs.apply(obs.time, self.hold_all())
         self.clock.mark(deciding, obs.time)
         lay = self.lay
         self.deciding = deciding
@@ -864,7 +866,7 @@ class AiController(Controller):
         self.counts["fallback"] += int(self.fallback.sum())
         self.counts["overruled"] += int(self.overruled.sum())
         self._last_obs = obs.as_read()  # `explain` reads what the decision saw, after the twin moved on
-        return self.request
+        return self.pairs.apply(obs.time, self.request)
 
     def _rule(self, index: CityIndex, mov: FloatArray, green: FloatArray) -> tuple[Deployed | None, FloatArray]:
         """The deployed rule for the intersections of `index` (features in their rows), and the scores;
@@ -934,6 +936,9 @@ class AiController(Controller):
         obs = self._last_obs
         if obs is None:
             return "AI: no decision yet"
+        pair = self.pairs.explain(k)
+        if pair:
+            return f"AI: this junction {pair}"
         if not self.deciding[k]:
             gap_out = self.clock.gap_out
             isolated = gap_out is not None and bool(gap_out.isolated[k])

@@ -22,6 +22,7 @@ from numpy.typing import NDArray
 from citysignal.control.ai import DECISION_INTERVAL_S, DecisionClock, GapOut, InitialGreen, movement_features
 from citysignal.control.base import Controller
 from citysignal.control.guard import GUARD_FIELDS, HOLD, SafetyGuard
+from citysignal.control.pairs import ShortLinkPairs
 from citysignal.loop import ControlLoop
 from citysignal.network import load_network
 from citysignal.network.layout import Layout
@@ -43,21 +44,25 @@ class Step:
 
 class _Agents:
     """The learning city's decider: the agents' requests at the first second of an interval, HOLD for the
-    rest; intersections in `background_mask` follow `background`, second by second."""
+    rest, run in turns where two signals are joined by short links (`ShortLinkPairs`, as `AiController`);
+    intersections in `background_mask` follow `background`, second by second."""
 
-    def __init__(self, n: int) -> None:
-        self.hold = np.full(n, HOLD, dtype=np.int64)
+    def __init__(self, layout: Layout) -> None:
+        self.hold = np.full(layout.n_intersections, HOLD, dtype=np.int64)
         self.pending = self.hold
+        self.layout = layout
+        self.pairs = ShortLinkPairs(layout)
         self.background: Controller | None = None
-        self.background_mask = np.zeros(n, dtype=bool)
+        self.background_mask = np.zeros(layout.n_intersections, dtype=bool)
 
     def reset(self, layout: Layout, position: ProgramPosition, seed: int = 0) -> None:
         self.pending = self.hold
+        self.pairs = ShortLinkPairs(self.layout)
         if self.background is not None:
             self.background.reset(layout, position, seed)
 
     def decide(self, obs: Observation) -> NDArray[np.int64]:
-        wanted, self.pending = self.pending, self.hold
+        wanted, self.pending = self.pairs.apply(obs.time, self.pending), self.hold
         if self.background is not None:
             wanted = np.where(self.background_mask, self.background.decide(obs), wanted)
         return wanted
@@ -83,7 +88,7 @@ class CityCore:
         self.guard = SafetyGuard(self.layout)
         self.loop: ControlLoop[Twin] | None = None
         self.obs: Observation | None = None
-        self._agents = _Agents(self.layout.n_intersections)
+        self._agents = _Agents(self.layout)
         self.clock = self._clock()
 
     @property

@@ -18,6 +18,8 @@ from citysignal.network.model import Intersection, Network
 
 IntArray = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
+SHORT_LINK_M = 25.0  # a road that ends within this at a junction where vehicles may stop is a short link
+STUB_M = 1.0  # lanes shorter than this are stubs that continue into a longer road, not short links
 
 
 @dataclass(frozen=True, eq=False)
@@ -158,6 +160,13 @@ class Layout:
     def always_served(self) -> NDArray[np.bool_]:
         """Per movement: whether every green of its intersection serves it (`served_by_every_green`)."""
         return served_by_every_green(self.serve_mov, self.green_int, self.mov_int, self.n_intersections)
+
+    def short_links(self, limit: float = SHORT_LINK_M) -> NDArray[np.bool_]:
+        """Per lane: whether it is a short link, a lane of `STUB_M` or more whose road (`lane_run`) ends within
+        `limit` m at the next junction where vehicles may stop (a link between two closely spaced junctions:
+        a vehicle that no longer fits stands across the junction before it)."""
+        short: NDArray[np.bool_] = (self.lane_length >= STUB_M) & (self.lane_run < limit)
+        return short
 
     @cached_property
     def _own_lanes(self) -> tuple[IntArray, IntArray]:
