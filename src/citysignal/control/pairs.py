@@ -20,7 +20,8 @@ green. So each junction's outside approaches run while the other junction clears
 What it costs and buys, the AI on ingolstadt21 (5 seeds, `citysignal bench ingolstadt21 -c ai --seeds 5`): without
 it 77.1 s mean, but 115.0 at the seed where the pair locked (65-70 at the others); with it no lock, 85.1 mean and
 89.1 worst: each junction's outside approaches get a green only in its turns. Turns of 15, 35 and 40 s gave 90.4,
-88.7 and 87.5. With 20 % faulty detectors (3 seeds) the AI went from +42 % to +7 % of its healthy delay.
+88.7 and 87.5. With 20 % faulty detectors (`benchmarks/detector_faults.py`, 3 seeds) the AI's delay went from +42.4 %
+to +2.7 % of its healthy delay.
 
 Assumes each junction belongs to at most one pair (one with links to two signals is left alone) and that both
 junctions have a drain green (else the pair is left alone). A controller's requests are overridden at the pair
@@ -45,16 +46,16 @@ MIN_TURN_S = 10.0  # a turn lasts at least this long before the free side's drai
 @dataclass
 class Pair:
     """Two junctions (layout indices) run as one, their drain greens, which side runs free, and since when;
-    `wish`: each side's last request for a green that is not a drain green (its turn's green)."""
+    per side its last request (`asked`) and its last request for a green that is not a drain green (`wish`, its
+    turn's green)."""
 
     sides: tuple[int, int]
     drains: tuple[tuple[int, ...], tuple[int, ...]]
     allowed: NDArray[np.bool_]  # (greens of side 0 x greens of side 1): which may show together
     free: int = 0
     since: float = float("nan")
+    asked: list[int] = field(default_factory=lambda: [HOLD, HOLD])
     wish: list[int] = field(default_factory=lambda: [HOLD, HOLD])
-    drain: list[int] = field(default_factory=lambda: [HOLD, HOLD])  # each side's last drain request
-    wants: list[bool] = field(default_factory=lambda: [True, True])  # each side's last request was not a drain
 
 
 def _entries_and_exits(
@@ -81,17 +82,16 @@ def _allowed(layout: Layout, a: int, b: int, links: NDArray[np.bool_]) -> NDArra
     (enter_a, exit_a), (enter_b, exit_b) = _entries_and_exits(layout, a, links), _entries_and_exits(layout, b, links)
     greens_a, greens_b = layout.intersections[a].greens, layout.intersections[b].greens
 
-    def clears(state: str, signals: list[int] | None) -> bool:
-        return signals is not None and all(state[s] == "G" for s in signals)
+    def clears(state: str, signals: list[int]) -> bool:
+        return all(state[s] == "G" for s in signals)
 
+    into_b = [[x for x in np.flatnonzero(row).tolist() if x in exit_b] for row in enter_a]
+    into_a = [[x for x in np.flatnonzero(row).tolist() if x in exit_a] for row in enter_b]
     allowed = np.ones((len(greens_a), len(greens_b)), dtype=bool)
     for i, ga in enumerate(greens_a):
         for j, gb in enumerate(greens_b):
-            into_b = np.flatnonzero(enter_a[i]).tolist()
-            into_a = np.flatnonzero(enter_b[j]).tolist()
-            allowed[i, j] = all(clears(gb, exit_b.get(x)) for x in into_b if x in exit_b) and all(
-                clears(ga, exit_a.get(x)) for x in into_a if x in exit_a
-            )
+            into_partner = all(clears(gb, exit_b[x]) for x in into_b[i])
+            allowed[i, j] = into_partner and all(clears(ga, exit_a[x]) for x in into_a[j])
     return allowed
 
 
@@ -141,23 +141,18 @@ class ShortLinkPairs:
         for pair in self.pairs:
             asked = [int(requests[k]) for k in pair.sides]
             for side, g in enumerate(asked):
-                if g == HOLD:
-                    continue
-                pair.wants[side] = g not in pair.drains[side]
-                if pair.wants[side]:
-                    pair.wish[side] = g
-                else:
-                    pair.drain[side] = g
+                if g != HOLD:
+                    pair.asked[side] = g
+                    if g not in pair.drains[side]:
+                        pair.wish[side] = g
             if np.isnan(pair.since):
                 pair.since = now
             ran = now - pair.since
-            free = pair.free
-            if ran >= self.turn or (ran >= self.min_turn and not pair.wants[free]):
-                pair.free, pair.since = 1 - free, now
-            free = pair.free
-            held = 1 - free
+            if ran >= self.turn or (ran >= self.min_turn and pair.asked[pair.free] in pair.drains[pair.free]):
+                pair.free, pair.since = 1 - pair.free, now
+            free, held = pair.free, 1 - pair.free
             requests[pair.sides[free]] = pair.wish[free] if pair.wish[free] != HOLD else asked[free]
-            drain = pair.drain[held] if pair.drain[held] in pair.drains[held] else pair.drains[held][0]
+            drain = pair.asked[held] if pair.asked[held] in pair.drains[held] else pair.drains[held][0]
             requests[pair.sides[held]] = drain
         return requests
 

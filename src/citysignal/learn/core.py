@@ -50,14 +50,13 @@ class _Agents:
     def __init__(self, layout: Layout) -> None:
         self.hold = np.full(layout.n_intersections, HOLD, dtype=np.int64)
         self.pending = self.hold
-        self.layout = layout
         self.pairs = ShortLinkPairs(layout)
         self.background: Controller | None = None
         self.background_mask = np.zeros(layout.n_intersections, dtype=bool)
 
     def reset(self, layout: Layout, position: ProgramPosition, seed: int = 0) -> None:
         self.pending = self.hold
-        self.pairs = ShortLinkPairs(self.layout)
+        self.pairs = ShortLinkPairs(layout)
         if self.background is not None:
             self.background.reset(layout, position, seed)
 
